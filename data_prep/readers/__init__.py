@@ -1,0 +1,93 @@
+"""Readers: one module per input format, each turning raw records into `Sample`s or `Rejected`s.
+
+A reader module has
+- `NAME`: the `--format` value;
+- `sniff(record) -> bool`: whether a raw record (the first of a file) is of this format;
+- `read(records, source) -> Iterator[Item]`: given `jsonstream.iter_records` output, one `Item` per record it holds
+  (a container record such as a ToolEval file expands into many), so that read = accepted + rejected.
+Most readers convert record by record and only write `convert(record) -> Sample` plus `read = per_record(convert)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..jsonstream import Record, iter_records
+from ..sample import Rejected, Sample
+
+# Order matters for `auto`: the first reader whose sniff accepts the first record wins.
+FORMATS = ("toolbench", "toolllama", "tooleval", "xlam", "glaive", "hermes", "sharegpt", "openai", "bfcl")
+
+
+@dataclass
+class Item:
+    """One record of an input file: a sample, or why it was rejected."""
+
+    source: str
+    index: int | None
+    sample: Sample | None = None
+    rejected: Rejected | None = None
+    record_id: str | None = None
+
+    def where(self) -> str:
+        return f"{self.source}: record {self.index}" if self.index is not None else self.source
+
+
+def reader(name: str):
+    if name not in FORMATS:
+        raise KeyError(name)
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def per_record(convert: Callable[[Any], Sample | list[Sample]]):
+    """A `read` for formats where each record is one sample; `convert` raises `Rejected` for bad records."""
+
+    def read(records: Iterator[Record], source: str) -> Iterator[Item]:
+        for index, record in records:
+            record_id = record.get("id") if isinstance(record, dict) else None
+            yield convert_one(convert, record, source, index, None if record_id is None else str(record_id))
+
+    return read
+
+
+def convert_one(convert: Callable[[Any], Sample], record: Any, source: str, index: int | None, record_id=None) -> Item:
+    """Run `convert` on one record, turning a `Rejected` (or a record the stream already rejected) into an Item."""
+    if isinstance(record, Rejected):
+        return Item(source, index, rejected=record, record_id=record_id)
+    try:
+        sample = convert(record)
+    except Rejected as r:
+        return Item(source, index, rejected=r, record_id=record_id)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+        # A record of the wrong shape: name what broke rather than crash the run.
+        detail = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        return Item(source, index, rejected=Rejected("bad_shape", detail), record_id=record_id)
+    sample.meta.setdefault("source", source)
+    sample.meta.setdefault("index", index)
+    return Item(source, index, sample=sample, record_id=record_id or sample.meta.get("id"))
+
+
+def detect(path: str | Path) -> str:
+    """The format of a file, from its first record; raises ValueError when no reader recognises it."""
+    for _, record in iter_records(path):
+        if isinstance(record, Rejected):
+            raise ValueError(f"{path}: cannot detect the format: {record.message}")
+        for name in FORMATS:
+            if reader(name).sniff(record):
+                return name
+        keys = sorted(record)[:8] if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"{path}: no reader recognises a record with keys {keys}; pass --format")
+    raise ValueError(f"{path}: the file holds no records")
+
+
+def read_file(path: str | Path, fmt: str = "auto") -> Iterator[Item]:
+    """Every record of one file as Items, in file order."""
+    fmt = detect(path) if fmt == "auto" else fmt
+    mod = reader(fmt)
+    for item in mod.read(iter_records(path), str(path)):
+        if item.sample is not None:
+            item.sample.meta.setdefault("format", fmt)
+        yield item

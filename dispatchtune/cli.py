@@ -1,0 +1,53 @@
+"""`dispatchtune`: one command, a subcommand per stage. A user's mistake (UserError) is one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserError
+
+# subcommand -> (module with add_arguments(parser) and run(args), one-line help)
+COMMANDS = {
+    "prep": ("data_prep.prep", "convert tool-call datasets into validated, split canonical samples"),
+    "tiny": ("dispatchtune.tiny_models", "build tiny random models of each family for tests and the demo"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line (the fix is in --help), exit code 2, like UserError."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dispatchtune",
+        description="Fine-tune small open models into tool-calling dispatch models: prep -> train -> eval -> export.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    for name, (module, help_) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args._run(args) or 0
+    except UserError as e:
+        print(f"dispatchtune {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dispatchtune {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

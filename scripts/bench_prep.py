@@ -1,0 +1,106 @@
+"""Benchmark `dispatchtune prep` on a synthetic ToolLLaMA file of realistic record sizes.
+
+The real `toolllama_G123_dfs_train.json` is a ~1.5 GB JSON array of ~187k step records (~8 KB each). This script
+writes a file of that shape by repeating the bundled ToolLLaMA sample with a distinct query and API list per trace
+(real traces share API lists more often than that, so this is the slow end), then measures,
+each in a fresh process: the floor (`json.load` of the whole file: what a naive reader does) and `prep`
+(streamed, converted, validated, deduplicated, split, written). It prints records/s, MB/s, wall time and peak RSS.
+
+    python scripts/bench_prep.py --records 187000          # the full-size target (needs ~1.6 GB of disk)
+    python scripts/bench_prep.py --records 20000 --keep DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "toolllama_G1_dfs_sample.json"
+
+
+def make_file(path: Path, n_records: int) -> int:
+    """Writes n_records step records (traces of the sample, renamed per copy); returns the file size in bytes."""
+    records = json.loads(SAMPLE.read_text())
+    traces: list[list[dict]] = []
+    for r in records:
+        query = r["id"].split(": ", 1)[1]
+        if not traces or traces[-1][0]["id"].split(": ", 1)[1] != query:
+            traces.append([])
+        traces[-1].append(r)
+    written, copy = 0, 0
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("[")
+        while written < n_records:
+            for trace in traces:
+                query = trace[0]["id"].split(": ", 1)[1]
+                for r in trace:
+                    if written == n_records:
+                        break
+                    step = r["id"].split(": ", 1)[0]
+                    conv = [dict(c) for c in r["conversations"]]
+                    conv[1]["value"] = conv[1]["value"].replace(query, f"{query} (copy {copy})")
+                    # A distinct API list per trace: the worst case for the reader's parse cache.
+                    conv[0]["value"] = conv[0]["value"].replace("'description': '", f"'description': '[{copy}] ")
+                    f.write(("," if written else "") + json.dumps({"id": f"{step}: {query} (copy {copy})",
+                                                                 "conversations": conv}, ensure_ascii=False))
+                    written += 1
+                copy += 1
+        f.write("]")
+    return path.stat().st_size
+
+
+def measure(cmd: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) of a child process, and its stdout."""
+    code = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.perf_counter(); p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "dt = time.perf_counter() - t\n"
+        "print(json.dumps([dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, p.returncode, p.stdout, p.stderr]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True).stdout
+    dt, rss, rc, stdout, stderr = json.loads(out)
+    if rc:
+        raise SystemExit(f"{' '.join(cmd)} failed ({rc}):\n{stderr}")
+    return dt, rss, stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=187_000, help="step records in the synthetic file")
+    ap.add_argument("--keep", type=Path, help="work in this directory and keep the file and outputs")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_prep_"))
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "toolllama_synthetic.json"
+    size = data.stat().st_size if data.exists() and args.keep else make_file(data, args.records)
+    mb = size / 1e6
+
+    floor_dt, floor_rss, _ = measure([sys.executable, "-c", f"import json; json.load(open({str(data)!r}))"])
+    prep_dt, prep_rss, stdout = measure([sys.executable, "-m", "dispatchtune", "prep", str(data), "--out",
+                                         str(work / "out"), "--format", "toolllama", "--no-progress"])
+    stats = json.loads((work / "out" / "stats.json").read_text())
+    assert stats["read"] == args.records == stats["accepted"] + stats["rejected"], stats
+
+    print(stdout.strip())
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"input: {args.records:,} records, {mb:,.0f} MB\n")
+    print("| run | wall s | records/s | MB/s | peak RSS MiB |")
+    print("|---|---|---|---|---|")
+    for name, dt, rss in (("json.load whole file (floor, no conversion)", floor_dt, floor_rss), ("dispatchtune prep", prep_dt, prep_rss)):
+        print(f"| {name} | {dt:.1f} | {args.records / dt:,.0f} | {mb / dt:,.0f} | {rss:,.0f} |")
+    print(f"\nprep / json.load: {prep_dt / floor_dt:.2f}x the time, {prep_rss / floor_rss:.2f}x the memory")
+    if not args.keep:
+        for p in sorted(work.rglob("*"), reverse=True):
+            p.unlink() if p.is_file() else p.rmdir()
+        work.rmdir()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Shared test fixtures: tiny models built once per session, and the sample data beside the repository."""
+
+from pathlib import Path
+
+import pytest
+
+from dispatchtune.tiny_models import build_tiny_model
+
+# Real sample data (ToolBench, format examples) lives beside the repository, not in it.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"sample data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """`tiny_models(family) -> Path`: that family's tiny model, built on first request and reused after."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    return lambda family: build_tiny_model(family, root / family)

@@ -1,0 +1,41 @@
+from data_prep.split import SplitInfo, assign
+
+
+def infos():
+    out = []
+    for q in range(40):
+        tools = [f"t{q % 10}", f"t{(q % 10) + 1}"] if q % 3 == 0 else [f"t{q % 10}"]
+        out += [SplitInfo(f"query {q}", tools, f"cat{q % 4}", False)] * (1 + q % 2)
+    return out
+
+
+def test_split_is_deterministic_and_seeded():
+    s = infos()
+    assert assign(s, "query", 0.2, 0) == assign(s, "query", 0.2, 0)
+    assert assign(s, "query", 0.2, 0) != assign(s, "query", 0.2, 1)
+
+
+def test_query_split_keeps_a_query_on_one_side_and_reaches_the_fraction():
+    s = infos()
+    held = assign(s, "query", 0.2, 0)
+    for key in {i.key for i in s}:
+        assert len({h for i, h in zip(s, held) if i.key == key}) == 1
+    assert 0.2 * len(s) <= sum(held) < 0.2 * len(s) + 2
+
+
+def test_tool_split_never_shows_a_heldout_tool_in_training():
+    s = infos() + [SplitInfo(f"solo {k}", [f"solo{k}"], None, False) for k in range(30)]
+    held = assign(s, "tool", 0.3, 0)
+    assert sum(held) >= 0.3 * len(s)
+    train_tools = {t for i, h in zip(s, held) if not h for t in i.tools}
+    held_tools = {t for i, h in zip(s, held) if h for t in i.tools}
+    assert held_tools and not (train_tools & held_tools)
+
+
+def test_category_split_and_prompts_are_held_out():
+    s = infos() + [SplitInfo("prompt", ["t3"], "cat1", True)]
+    held = assign(s, "category", 0.25, 0)
+    for cat in {i.category for i in s}:
+        assert len({h for i, h in zip(s, held) if i.category == cat}) == 1
+    assert held[-1]
+    assert all(h for i, h in zip(s, held) if i.category == "cat1")
