@@ -115,6 +115,12 @@ class Sample:
     tools: list[dict]
     meta: dict = field(default_factory=dict)
 
+    def where(self) -> str:
+        """The sample's origin for messages: source file, record index and original id, as prep recorded them."""
+        m = self.meta
+        place = f"{m.get('source') or '?'} record {m.get('index')}"
+        return f"{place} (id {m['id']})" if m.get("id") is not None else place
+
     @property
     def tool_names(self) -> list[str]:
         return [tool_name(t) for t in self.tools]
