@@ -178,8 +178,13 @@ def _dumps(value: Any) -> str:
 
 
 def read_jsonl(path) -> Iterator[Sample]:
-    """Samples from a JSON Lines file written by `prep`."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield Sample.from_record(json.loads(line))
+    """Samples from a JSON Lines file written by `prep`; a line of another shape is the user's mistake, named."""
+    from dispatchtune.errors import UserError
+    from dispatchtune.jsonl import json_lines
+
+    for n, record in json_lines(path):
+        try:
+            yield Sample.from_record(record)
+        except (KeyError, TypeError, AttributeError, ValueError, Rejected) as e:
+            raise UserError(f"{path} line {n}: not a sample written by `dispatchtune prep` "
+                            f"({type(e).__name__}: {e})") from None

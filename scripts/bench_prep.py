@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,9 +98,7 @@ def main() -> None:
         print(f"| {name} | {dt:.1f} | {args.records / dt:,.0f} | {mb / dt:,.0f} | {rss:,.0f} |")
     print(f"\nprep / json.load: {prep_dt / floor_dt:.2f}x the time, {prep_rss / floor_rss:.2f}x the memory")
     if not args.keep:
-        for p in sorted(work.rglob("*"), reverse=True):
-            p.unlink() if p.is_file() else p.rmdir()
-        work.rmdir()
+        shutil.rmtree(work)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,26 @@
+"""JSON Lines files that stages hand each other: a file that is missing or not JSON Lines is the user's mistake,
+named with its line, not a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UserError
+
+
+def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line."""
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path} line {n}: not JSON Lines ({e.msg} at column {e.colno})") from None

@@ -1,0 +1,1 @@
+"""eval: score base models, adapters and GGUF files on held-out tool-call cases."""

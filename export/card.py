@@ -1,0 +1,198 @@
+"""The model card (README.md) a published run carries: Hub metadata, the tool-call format, usage, and the evidence.
+
+The card is written only from files earlier stages left in RUN: the adapter's config and tokenizer (the base model,
+the chat template), run.json (the recipe, data and loss), RUN/eval/*/report.json (scores, base vs adapter vs GGUF),
+RUN/merged/verify.json and RUN/gguf/verify.json (export parity). What is missing is said to be missing ("not
+evaluated"), never filled in. Nothing from the environment goes in, so no token can.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from .merge import end_of_turn_token
+from .modelfile import template_name
+
+TAGS = ["tool-calling", "function-calling", "dispatchtune", "lora"]
+# How each training template writes a call, for readers and for the parsers they will write.
+CALL_FORMATS = {
+    "hermes": 'each call on its own lines as `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>` '
+              "(Hermes style; parallel calls follow one another); tools are listed as JSON inside `<tools></tools>`; "
+              "tool results go back in a user turn as `<tool_response>...</tool_response>`",
+    "llama-3.2": 'one call per assistant turn, the whole turn being `{"name": ..., "parameters": {...}}`; tools are '
+                 "listed as JSON in the first user turn; tool results go back in `ipython` turns",
+}
+FORMAT_OF_TEMPLATE = {"qwen3": "hermes", "qwen2.5": "hermes", "chatml_tools": "hermes", "gemma3_tools": "hermes",
+                      "llama-3.2": "llama-3.2"}
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def model_card(run_dir: Path, repo_id: str, *, include: list[str], datasets: list[str], license: str | None) -> str:
+    """README.md text for the repo `repo_id` built from RUN (`include`: "merged", "gguf" also uploaded)."""
+    from transformers import AutoTokenizer
+
+    adapter = run_dir / "adapter"
+    adapter_config = read_json(adapter / "adapter_config.json") or {}
+    run = read_json(run_dir / "run.json") or {}
+    base = (run.get("model") or {}).get("name_or_path") or adapter_config.get("base_model_name_or_path", "")
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    gguf = read_json(run_dir / "gguf" / "verify.json") if "gguf" in include else None
+    metadata = {
+        **({"base_model": base} if _is_hub_id(base) else {}),
+        "library_name": "peft",
+        "pipeline_tag": "text-generation",
+        "tags": TAGS + (["gguf"] if gguf else []),
+        **({"datasets": datasets} if datasets else {}),
+        "license": license or "other",
+    }
+    name = repo_id.split("/")[-1]
+    sections = [
+        f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n",
+        f"# {name}\n\nA LoRA adapter that turns `{base or 'its base model'}` into a tool-calling dispatch model, "
+        "trained with dispatchtune on tool-call traces (loss on the assistant turns only)."
+        + ("" if license else " Its license is the base model's; see the base model card."),
+        _format_section(tokenizer, ((run.get("recipe") or {}).get("model") or {}).get("template_kwargs")),
+        _usage_section(repo_id, base, include, gguf),
+        _eval_section(run_dir),
+        _recipe_section(run, adapter_config),
+        _verification_section(run_dir, include, gguf),
+    ]
+    return "\n\n".join(s.strip() for s in sections if s) + "\n"
+
+
+def _is_hub_id(name: str) -> bool:
+    """A Hub model id (owner/name) rather than a local path or a `tiny:` test model."""
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name or "")) and not Path(name).exists()
+
+
+def _format_section(tokenizer, template_kwargs: dict | None) -> str:
+    template = tokenizer.chat_template
+    if not template:
+        return "## Prompt format\n\nThe tokenizer has no chat template."
+    name = template_name(template)
+    fmt = CALL_FORMATS.get(FORMAT_OF_TEMPLATE.get(name, ""), "as the chat template below renders `tool_calls`")
+    return (
+        "## Prompt and tool-call format\n\n"
+        f"The chat template saved with the adapter is the one used in training ({f'`{name}`' if name else 'custom'}); "
+        "render prompts with `tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True"
+        + "".join(f", {k}={v!r}" for k, v in (template_kwargs or {}).items()) + ")`"
+        + (" (the template variables training used)" if template_kwargs else "") + ". "
+        f"The model calls tools {fmt}. A turn ends with `{end_of_turn_token(tokenizer) or tokenizer.eos_token}`: "
+        "stop generation there.\n\n<details><summary>Chat template (Jinja)</summary>\n\n"
+        f"```jinja\n{template.strip()}\n```\n\n</details>"
+    )
+
+
+def _usage_section(repo_id: str, base: str, include: list[str], gguf: dict | None) -> str:
+    base_ref = base if _is_hub_id(base) else "BASE_MODEL"
+    parts = [
+        "## Usage\n\n### transformers + PEFT\n\n```python\n"
+        "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")  # carries the training chat template\n'
+        f'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base_ref}"), "{repo_id}")\n'
+        'tools = [{"type": "function", "function": {"name": "dispatch_unit", "description": "Send a unit.",\n'
+        '          "parameters": {"type": "object", "properties": {"address": {"type": "string"}}}}}]\n'
+        'messages = [{"role": "user", "content": "Send an ambulance to 12 Main Street."}]\n'
+        "inputs = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,\n"
+        '                                       return_tensors="pt", return_dict=True)\n'
+        "out = model.generate(**inputs, max_new_tokens=128, do_sample=False)\n"
+        'print(tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))\n```'
+    ]
+    if "merged" in include:
+        parts.append("The merged model (adapter folded into the base, same dtype) is in `merged/`:\n\n```python\n"
+                     f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", subfolder="merged")\n```')
+    if gguf:
+        files = [f["file"] for f in gguf["files"]]
+        pick = next((f for f in files if "q4_k_m" in f), files[0])
+        parts.append(
+            "### llama.cpp and Ollama\n\n"
+            f"GGUF files in `gguf/`: {', '.join(f'`{f}`' for f in files)}, each with an Ollama `Modelfile` whose "
+            "template renders tools and calls like the training template.\n\n```bash\n"
+            f"hf download {repo_id} --include 'gguf/*' --local-dir {repo_id.split('/')[-1]}\n"
+            f"cd {repo_id.split('/')[-1]}/gguf\n"
+            f"llama-server -m {pick} --jinja            # OpenAI-compatible, tools via the embedded chat template\n"
+            f"ollama create {repo_id.split('/')[-1].lower()} -f {Path(pick).with_suffix('.Modelfile')}"
+            "   # temperature 0, the template's stop tokens\n```"
+        )
+    return "\n\n".join(parts)
+
+
+def _eval_section(run_dir: Path) -> str:
+    """The eval stage's own comparison table over every scored run in RUN/eval (base, adapter, GGUF)."""
+    reports = sorted(p.parent for p in (run_dir / "eval").glob("*/report.json"))
+    if not reports:
+        return "## Evaluation\n\nNot evaluated."
+    from eval.compare import load_runs, markdown
+
+    table = re.sub(r"^## ", "### ", markdown(load_runs(reports)), flags=re.M)
+    return ("## Evaluation\n\nHeld-out tool-call cases scored by `dispatchtune eval` (BFCL-style AST match; rates "
+            f"with Wilson 95% intervals).\n\n{table}")
+
+
+def _recipe_section(run: dict, adapter_config: dict) -> str:
+    recipe = run.get("recipe") or {}
+    lora = recipe.get("lora") or {}
+    rows = {
+        "base model": (run.get("model") or {}).get("name_or_path") or adapter_config.get("base_model_name_or_path"),
+        "LoRA rank / alpha / dropout": " / ".join(str(x) for x in (
+            adapter_config.get("r"), adapter_config.get("lora_alpha"), adapter_config.get("lora_dropout"))),
+        "target modules": ", ".join(sorted(adapter_config.get("target_modules") or [])),
+        "QLoRA (4-bit base)": (run.get("model") or {}).get("qlora"),
+        "training data": _data((run.get("data") or {}).get("train") or {}),
+        "steps": (run.get("metrics") or {}).get("steps"),
+        "loss first -> last": _loss(run.get("metrics") or {}),
+        "library versions": ", ".join(f"{k} {v}" for k, v in (run.get("versions") or {}).items()),
+    }
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows.items() if v not in (None, "", " /  / "))
+    section = "## Training\n\n| | |\n|---|---|\n" + table if table else "## Training"
+    if recipe:
+        shown = {k: v for k, v in recipe.items() if k in ("model", "lora", "training")}
+        section += ("\n\n<details><summary>Recipe (from run.json)</summary>\n\n```yaml\n"
+                    f"{yaml.safe_dump(shown, sort_keys=False).strip()}\n```\n\n</details>")
+    elif not run:
+        section += "\n\nNo run.json: the training recipe is not known."
+    return section
+
+
+def _data(train: dict) -> str | None:
+    if "samples" not in train:
+        return None
+    return (f"{train['samples']} samples, {train.get('tool_calls', '?')} tool calls, "
+            f"{train.get('trained_tokens', '?')} trained tokens")
+
+
+def _loss(metrics: dict) -> str | None:
+    first, last = metrics.get("first_loss"), metrics.get("last_loss")
+    return f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else None
+
+
+def _verification_section(run_dir: Path, include: list[str], gguf: dict | None) -> str:
+    blocks = []
+    merged = read_json(run_dir / "merged" / "verify.json") if "merged" in include else None
+    if merged:
+        m = merged["metrics"]
+        blocks.append(f"Merged model vs base+adapter on {merged['prompts']} rendered prompts ({m['positions']} "
+                      f"positions): max relative logit error {m['max_rel_err']:.1e}, mean cosine "
+                      f"{m['mean_cosine']:.6f}, top-1 agreement {m['top1']:.3f} ({merged['dtype']}).")
+    if gguf:
+        rows = ["| file | size | max rel. error | mean cosine | top-1 | greedy vs transformers | verified |",
+                "|---|---:|---:|---:|---:|---|---|"]
+        for f in gguf["files"]:
+            m = f["logits"]
+            greedy = f.get("greedy") or "-"
+            rows.append(f"| {f['file']} | {f['size_mb']:.1f} MB | {m['max_rel_err']:.1e} | {m['mean_cosine']:.5f} "
+                        f"| {m['top1']:.3f} | {greedy} | {'yes' if f['passed'] else 'no'} |")
+        blocks.append("Each GGUF file vs the merged model: llama.cpp's tokenizer gives the same token ids, the "
+                      "metadata carries the training chat template and stop tokens, and next-token logits agree:\n\n"
+                      + "\n".join(rows))
+    return "\n\n".join(["## Export checks", *blocks]) if blocks else ""

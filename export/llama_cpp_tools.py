@@ -1,0 +1,241 @@
+"""llama.cpp's own converter and quantiser, without a llama.cpp checkout.
+
+PyPI has no llama.cpp tools package, but the llama-cpp-python source distribution vendors a whole llama.cpp:
+`convert_hf_to_gguf.py` (with its model classes in `conversion/` and the `gguf-py` it was written against; PyPI's
+`gguf` under the same version number is older and breaks it) and the library whose `llama_model_quantize` is what
+the `llama-quantize` binary calls. So the converter comes from that sdist, unpacked once into a cache directory
+(or from `LLAMA_CPP_DIR`, a user's own llama.cpp checkout), and quantisation goes through the installed
+`llama_cpp` package (or `LLAMA_CPP_DIR`'s `llama-quantize` binary where the user built one).
+
+Both run in child processes: a crash or a kill there cannot leave this process half-way, their chatter goes to a
+log shown only on failure, and the converter gets the `gguf` it needs without touching the one imported here.
+`python -m export.llama_cpp_tools fetch` unpacks the converter (scripts/install_export_tools.sh calls it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from dispatchtune.errors import UserError
+
+# The llama-cpp-python release whose converter is used when llama_cpp is not installed (the set-up pins the same).
+DEFAULT_VERSION = "0.3.36"
+CACHE_DIR = Path(os.environ.get("DISPATCHTUNE_CACHE", Path.home() / ".cache" / "dispatchtune"))
+# What the converter needs of the vendored llama.cpp (the rest is C++ sources and unrelated scripts).
+CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+# Types the converter writes itself (the unquantised ones) and the ones llama_model_quantize makes from those.
+FLOAT_TYPES = ("f32", "f16", "bf16")
+QUANT_FTYPES = {"q8_0": "MOSTLY_Q8_0", "q6_k": "MOSTLY_Q6_K", "q5_k_m": "MOSTLY_Q5_K_M", "q4_k_m": "MOSTLY_Q4_K_M"}
+# llama.cpp pre-tokenizers that implement a tokenizer.json pre-tokenizer exactly (see `pretokenizer_for`).
+GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# the Split regexes of the tokenizer.json files llama.cpp's `qwen2` and `qwen35` pre-tokenizers were written from
+KNOWN_SPLITS = {
+    GPT2_SPLIT: "gpt-2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+": "qwen2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+": "qwen35",
+}
+
+
+def llama_cpp_version() -> str:
+    """The installed llama-cpp-python's version: its converter matches the library that loads the files."""
+    try:
+        return importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        return DEFAULT_VERSION
+
+
+def converter_dir() -> Path:
+    """A llama.cpp tree holding `convert_hf_to_gguf.py`: `LLAMA_CPP_DIR`, else the cache (fetched on first use)."""
+    user_dir = os.environ.get("LLAMA_CPP_DIR")
+    if user_dir:
+        if not (Path(user_dir) / "convert_hf_to_gguf.py").is_file():
+            raise UserError(f"LLAMA_CPP_DIR={user_dir} has no convert_hf_to_gguf.py; point it at a llama.cpp checkout")
+        return Path(user_dir)
+    cached = CACHE_DIR / f"llama.cpp-{llama_cpp_version()}"
+    return cached if (cached / "convert_hf_to_gguf.py").is_file() else fetch_converter(llama_cpp_version())
+
+
+def fetch_converter(version: str) -> Path:
+    """Download llama-cpp-python `version`'s sources with pip (its cache serves repeats) and unpack the converter."""
+    target = CACHE_DIR / f"llama.cpp-{version}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.partial-", dir=target.parent) as tmp:
+        print(f"fetching llama.cpp's converter from the llama-cpp-python {version} sources (77 MB, once)")
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
+               "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", tmp]
+        if subprocess.run(cmd).returncode:
+            raise UserError(f"could not download llama-cpp-python {version}; set LLAMA_CPP_DIR to a llama.cpp "
+                            "checkout, or run scripts/install_export_tools.sh where PyPI is reachable")
+        vendor = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+        tree = Path(tmp) / "tree"
+        with tarfile.open(next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(vendor)
+                       and m.name[len(vendor):].startswith(CONVERTER_PARTS)]
+            for member in members:
+                member.name = member.name[len(vendor):]
+            tar.extractall(tree, members=members, filter="data")
+        try:
+            tree.rename(target)
+        except OSError:  # a concurrent fetch finished first: use its copy
+            if not (target / "convert_hf_to_gguf.py").is_file():
+                raise
+    return target
+
+
+def supported_architectures(llama_cpp_dir: Path) -> set[str]:
+    """The model classes (config.json `architectures`) the converter registers, read from its source.
+
+    Parsed with `ast` rather than imported: importing the converter takes torch and seconds, and this runs first,
+    to refuse a model before any work. Works for the monolithic convert_hf_to_gguf.py of older llama.cpp checkouts
+    and for the `conversion/` package of newer ones.
+    """
+    names = set()
+    for path in [llama_cpp_dir / "convert_hf_to_gguf.py", *sorted((llama_cpp_dir / "conversion").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "register"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "ModelBase"):
+                names.update(a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+    return names
+
+
+def convert(model_dir: Path, out_file: Path, outtype: str, log: Path, *, pretokenizer: str | None = None) -> None:
+    """Run llama.cpp's converter on a transformers model directory, writing `out_file` (type f32/f16/bf16).
+
+    `pretokenizer` names the llama.cpp pre-tokenizer to use when the converter does not recognise the tokenizer's
+    (only for locally trained tokenizers; see `pretokenizer_for`). A recognised tokenizer is never overridden.
+    """
+    cmd = [sys.executable, "-m", "export.llama_cpp_tools", "convert", str(converter_dir()), pretokenizer or "",
+           str(model_dir), "--outfile", str(out_file), "--outtype", outtype]
+    try:
+        _run(cmd, log, f"llama.cpp's converter failed on {model_dir}")
+    except UserError as e:
+        if "pre-tokenizer was not recognized" not in str(e):
+            raise
+        raise UserError(f"{e}; a tokenizer trained locally (not a published one) can be mapped to llama.cpp's "
+                        "equivalent with --allow-unknown-pretokenizer") from None
+
+
+def quantize(src: Path, dst: Path, quant: str, log: Path) -> None:
+    """Quantise a float GGUF to `quant` with llama.cpp's quantiser (the binary of LLAMA_CPP_DIR, if built)."""
+    root = os.environ.get("LLAMA_CPP_DIR")
+    binary = root and shutil.which("llama-quantize", path=os.pathsep.join([f"{root}/build/bin", root]))
+    if binary:
+        cmd = [binary, str(src), str(dst), quant.upper()]
+    else:
+        cmd = [sys.executable, "-m", "export.llama_cpp_tools", "quantize", str(src), str(dst), quant]
+    _run(cmd, log, f"llama.cpp's quantiser failed making {quant} from {src.name}")
+
+
+def _run(cmd: list[str], log: Path, failure: str) -> None:
+    """Run a tool with its output appended to `log`; on failure, a UserError with its last line, and the log kept
+    in the system temp directory (the staging directory that holds `log` is about to be removed)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_repo_root(), os.environ.get("PYTHONPATH")]))}
+    with log.open("ab") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode:
+        kept = Path(tempfile.mkstemp(prefix="dispatchtune-llama.cpp-", suffix=".log")[1])
+        shutil.copyfile(log, kept)
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"{failure}: {tail[0]} (full log: {kept})")
+
+
+def _repo_root() -> str:
+    """Where `export` is importable from, so `python -m export.llama_cpp_tools` works in any working directory."""
+    return str(Path(__file__).resolve().parents[1])
+
+
+def pretokenizer_for(tokenizer_json: dict) -> str | None:
+    """The llama.cpp pre-tokenizer that splits text exactly as this tokenizer.json does, or None if none is known.
+
+    The converter identifies pre-tokenizers by hashing how a tokenizer splits a fixed text, which only works for
+    published tokenizers. A locally trained byte-level BPE (the tiny test models) splits with GPT-2's regex or
+    with Qwen's; this maps those two exact configurations to llama.cpp's `gpt-2` and `qwen2`. Export verification
+    then proves the choice by comparing llama.cpp's token ids with the original tokenizer's.
+    """
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space"):
+        return "gpt-2"
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
+    if len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel":
+        pattern = steps[0].get("pattern", {}).get("Regex")
+        if not steps[1].get("use_regex", True) and steps[0].get("behavior") == "Isolated":
+            return KNOWN_SPLITS.get(pattern)
+    return None
+
+
+# --- the child processes ---
+
+
+def _convert_main(llama_cpp_dir: str, pretokenizer: str, converter_args: list[str]) -> None:
+    """convert_hf_to_gguf.main() with its own gguf-py first on the path, and the pre-tokenizer fallback if asked."""
+    sys.path[:0] = [llama_cpp_dir, str(Path(llama_cpp_dir) / "gguf-py")]
+    import convert_hf_to_gguf
+
+    if pretokenizer:
+        from conversion.base import TextModel
+
+        recognise = TextModel.get_vocab_base_pre
+
+        def with_fallback(self, tokenizer):
+            try:
+                return recognise(self, tokenizer)
+            except NotImplementedError:
+                print(f"pre-tokenizer not recognised; using {pretokenizer!r} as asked", file=sys.stderr)
+                return pretokenizer
+
+        TextModel.get_vocab_base_pre = with_fallback
+    sys.argv = ["convert_hf_to_gguf.py", *converter_args]
+    convert_hf_to_gguf.main()
+
+
+def _quantize_main(src: str, dst: str, quant: str) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{QUANT_FTYPES[quant]}")
+    params.nthread = os.cpu_count() or 1
+    if llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params):
+        sys.exit(f"llama_model_quantize failed for {src} -> {dst} ({quant})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m export.llama_cpp_tools", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    fetch = sub.add_parser("fetch", help="unpack llama.cpp's converter into the cache (if not there yet)")
+    fetch.add_argument("--version", default=None, help="llama-cpp-python version (default: the installed one)")
+    conv = sub.add_parser("convert", help="(internal) run the converter")
+    conv.add_argument("llama_cpp_dir")
+    conv.add_argument("pretokenizer", help="fallback pre-tokenizer name, or '' for none")
+    conv.add_argument("converter_args", nargs=argparse.REMAINDER)
+    quant = sub.add_parser("quantize", help="(internal) run llama_model_quantize")
+    quant.add_argument("src")
+    quant.add_argument("dst")
+    quant.add_argument("quant", choices=QUANT_FTYPES)
+    args = parser.parse_args(argv)
+    if args.cmd == "fetch":
+        version = args.version or llama_cpp_version()
+        target = CACHE_DIR / f"llama.cpp-{version}"
+        try:
+            done = (target / "convert_hf_to_gguf.py").is_file()
+            print(f"llama.cpp converter: {target if done else fetch_converter(version)}")
+        except UserError as e:
+            sys.exit(f"error: {e}")
+    elif args.cmd == "convert":
+        _convert_main(args.llama_cpp_dir, args.pretokenizer, args.converter_args)
+    else:
+        _quantize_main(args.src, args.dst, args.quant)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""`train` and `inspect` on the tiny Qwen3 model, on CPU: the loss falls, the adapter reloads and changes the model,
+two-process DDP writes one adapter, a killed run resumes where it stopped, wandb works offline, and every user
+mistake is one line with exit code 2.
+
+The data is `prep` over the short samples of data/sample/formats (about 400 tiny-tokenizer tokens each), so with
+max_length 512 a step takes a fraction of a second; the whole file runs in about two minutes on two cores.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import torch
+import trl  # noqa: F401  (imported here so its one-time import messages precede the tests that read stderr)
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from data_prep.prep import PrepConfig, prep
+from data_prep.sample import Sample, read_jsonl
+from dispatchtune.cli import main
+from dispatchtune.errors import UserError
+from train.config import load_recipe
+from train.inspect import GREEN, RESET, render
+from train.mask import ChatFormat
+from train.sft import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "recipes/tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def env(tiny_models):
+    """tiny:qwen3 resolves to the session's tiny model; no network, wandb offline."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISPATCHTUNE_TINY_CACHE", str(tiny_models("qwen3").parent))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        mp.setenv("WANDB_MODE", "offline")
+        yield
+
+
+@pytest.fixture(scope="module")
+def data(env, tmp_path_factory) -> Path:
+    """train.jsonl: the five short tool-calling samples of data/sample/formats (glaive, hermes, openai, ...)."""
+    out = tmp_path_factory.mktemp("data")
+    prep(PrepConfig(inputs=sorted((ROOT / "data/sample/formats").iterdir()), out=out, heldout_frac=0.0,
+                    progress=False))
+    return out / "train.jsonl"
+
+
+def overrides(run_dir: Path, data: Path, *more: str) -> list[str]:
+    return [f"run.dir={run_dir}", f"data.train={data}", "training.max_length=512", *more]
+
+
+class Record(TrainerCallback):
+    """The losses logged and the global step after each optimizer step."""
+
+    def __init__(self):
+        self.losses, self.steps = [], []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(logs["loss"])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+def test_tiny_recipe_trains_and_the_adapter_reloads(data, tmp_path):
+    record = Record()
+    info = train(load_recipe(TINY, overrides(tmp_path, data, "training.num_train_epochs=4")), callbacks=[record])
+
+    # 5 samples, one packed row each (2 never fit 512 together), batch 1: 5 steps an epoch
+    assert info["metrics"]["steps"] == 20 and len(record.losses) == 20
+    first, last = sum(record.losses[:5]) / 5, sum(record.losses[-5:]) / 5  # first and last epoch, same samples
+    assert last < first - 0.5, record.losses
+    assert info["metrics"]["first_loss"] == record.losses[0] and info["metrics"]["last_loss"] == record.losses[-1]
+
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved == json.loads(json.dumps(info))
+    d = saved["data"]["train"]
+    assert d["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest() and d["path"] == str(data)
+    assert d["samples"] == 5 and d["tool_calls"] == 6 and d["truncated"] == 0 and 0 < d["trained_tokens"] < d["tokens"]
+    assert saved["recipe"]["training"]["num_train_epochs"] == 4
+    assert saved["recipe"]["model"]["name_or_path"] == "tiny:qwen3" and saved["model"]["attn_implementation"] == "sdpa"
+    assert saved["mask"] == {"method": "trl-training-template", "end_of_turn": "<|im_end|>"}
+    assert {"torch", "transformers", "trl", "peft", "datasets", "accelerate"} <= set(saved["versions"])
+    assert saved["git"] is None or len(saved["git"]["commit"]) == 40
+    assert saved["metrics"]["train_loss"] > 0 and saved["metrics"]["runtime_s"] > 0 and saved["wandb_run_id"] is None
+    assert saved["resumed_from"] is None and not (tmp_path / ".adapter.partial").exists()
+
+    base_dir = saved["model"]["resolved"]
+    ids = torch.tensor([list(range(3, 40))])
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    with torch.no_grad():
+        base_logits = base(ids).logits
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), tmp_path / "adapter")
+        tuned_logits = tuned(ids).logits
+    assert not torch.allclose(base_logits, tuned_logits, atol=1e-4)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "adapter")
+    fmt = ChatFormat.from_tokenizer(AutoTokenizer.from_pretrained(base_dir))
+    assert tokenizer.chat_template == fmt.inference_template  # what inference must render with
+    assert not (tmp_path / "adapter/training_args.bin").exists()
+
+
+def test_two_process_ddp_writes_one_adapter(data, tmp_path):
+    # Two processes on CPU: `--multi_gpu` makes accelerate start them (torchrun), ACCELERATE_USE_CPU makes them join
+    # over gloo on the CPU. (`--cpu --num_processes 2` alone starts one process unless mpirun is set up.)
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train", "--recipe", TINY,
+           *overrides(tmp_path, data, "training.max_length=400")]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("adapter:") == 1  # the summary, from the main process only
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["metrics"]["processes"] == 2 and info["metrics"]["steps"] == 3  # 5 rows over 2 processes
+    assert info["data"]["train"]["truncated"] == 2  # the two samples over 400 tokens, cut by packing
+    assert "2 samples longer than max_length 400 are cut to their first 400 tokens" in out.stdout
+    assert (tmp_path / "adapter/adapter_model.safetensors").is_file()
+
+
+KILL = textwrap.dedent("""
+    import os, sys
+    from transformers import TrainerCallback
+    from train.config import load_recipe
+    from train.sft import train
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                os._exit(1)
+
+    train(load_recipe(sys.argv[1], sys.argv[2:]), callbacks=[Kill()])
+""")
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path, capsys):
+    args = overrides(tmp_path / "run", data, "training.num_train_epochs=2", "training.save_steps=1")
+    script = tmp_path / "kill.py"
+    script.write_text(KILL)
+    killed = subprocess.run([sys.executable, str(script), TINY, *args], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    assert killed.returncode == 1, killed.stderr[-3000:]
+    run = tmp_path / "run"
+    assert (run / "checkpoints/checkpoint-3").is_dir(), killed.stderr[-3000:]
+    assert not (run / "adapter").exists() and not (run / "run.json").exists()
+
+    assert main(["train", "--recipe", TINY, *args]) == 2  # checkpoints there, but no --resume
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds checkpoint-3 of an unfinished run; pass --resume" in err[0]
+
+    record = Record()
+    info = train(load_recipe(TINY, args), resume=True, callbacks=[record])
+    assert info["resumed_from"].endswith("checkpoint-3")
+    assert record.steps == list(range(4, 11))  # continued at step 4, not from 0
+    assert info["metrics"]["steps"] == 10 and json.loads((run / "run.json").read_text())["metrics"]["steps"] == 10
+    state = json.loads((run / "checkpoints/checkpoint-10/trainer_state.json").read_text())
+    assert state["global_step"] == 10 and [e["step"] for e in state["log_history"] if "loss" in e] == list(range(1, 11))
+
+
+def test_wandb_offline_run_is_recorded(data, tmp_path):
+    info = train(load_recipe(TINY, overrides(tmp_path, data, "run.wandb_project=dispatchtune-test",
+                                             "run.wandb_tags=[test]", "training.eval_strategy=epoch",
+                                             f"data.heldout={data}")))
+    assert info["metrics"]["eval_loss"] > 0  # held-out loss, as a sweep can compare before the eval stage runs
+    run_id = info["wandb_run_id"]
+    assert info["wandb_project"] == "dispatchtune-test"
+    assert json.loads((tmp_path / "run.json").read_text())["wandb_run_id"] == run_id
+    (run_dir,) = (tmp_path / "wandb").glob(f"offline-run-*-{run_id}")
+    assert (run_dir / f"run-{run_id}.wandb").is_file() and info["wandb_dir"] == str(run_dir)
+    assert (tmp_path / "wandb_run_id").read_text().strip() == run_id  # what --resume continues
+
+
+def no_tool_calls(tmp_path) -> Path:
+    path = tmp_path / "chat.jsonl"
+    sample = Sample([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], [],
+                    {"source": "chat.jsonl", "index": 0})
+    path.write_text(sample.encode()[0] + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing recipe", "recipe file .*nope.yaml not found"),
+    ("unknown key", "unknown recipe key training.learnig_rate; did you mean 'learning_rate'"),
+    ("model not found", "model nobody/no-such-model is neither a local directory nor in the Hugging Face cache "
+                        r"\(offline\); download it with `hf download nobody/no-such-model`"),
+    ("no tool calls", r"chat.jsonl \(1 samples\) holds no assistant tool calls"),
+    ("prompt too long", r"max_length 300 is shorter than the prompt of .*sharegpt_tools.json record 0 \(\d+ tokens\); "
+                        r"raise training.max_length or filter with `prep --tokenizer ... --max-tokens 300`"),
+    ("qlora on cpu", r"QLoRA needs a CUDA GPU \(bitsandbytes 4-bit\); set lora.qlora=false"),
+    ("missing data", "data file .*missing.jsonl not found; run `dispatchtune prep"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(data, tmp_path, capsys, case, message):
+    if case == "qlora on cpu" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    argv = {
+        "missing recipe": ["train", "--recipe", str(tmp_path / "nope.yaml")],
+        "unknown key": ["train", "--recipe", TINY, "training.learnig_rate=1e-4"],
+        "model not found": ["train", "--recipe", TINY, "model.name_or_path=nobody/no-such-model",
+                            *overrides(tmp_path, data)],
+        "no tool calls": ["train", "--recipe", TINY, *overrides(tmp_path, no_tool_calls(tmp_path))],
+        "prompt too long": ["train", "--recipe", TINY, *overrides(tmp_path, data, "training.max_length=300")],
+        "qlora on cpu": ["train", "--recipe", TINY, "lora.qlora=true", *overrides(tmp_path, data)],
+        "missing data": ["train", "--recipe", TINY, *overrides(tmp_path, tmp_path / "missing.jsonl")],
+    }[case]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("dispatchtune train: error: ")
+    assert re.search(message, err[0]), err[0]
+
+
+def test_inspect_marks_the_trained_tokens(data, capsys):
+    assert main(["inspect", "--recipe", TINY, "--data", str(data), "--n", "2"]) == 0
+    out = capsys.readouterr().out
+    heads = [line for line in out.splitlines() if line.startswith("=== ")]
+    assert len(heads) == 3 and heads[-1].startswith("=== overall: ")  # two samples, then the overall line
+    assert "[[" in out and "<|im_end|>\n]]" in out  # not a terminal: brackets; the end of turn trains
+    assert "trained (" in out and "=== overall: " in out
+
+    assert main(["inspect", "--recipe", TINY, "--data", str(data), "--n", "5", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(os.environ["DISPATCHTUNE_TINY_CACHE"] + "/qwen3")
+    fmt = ChatFormat.from_tokenizer(tokenizer)
+    assert len(rows) == 5
+    for row, sample in zip(rows, read_jsonl(data)):
+        input_ids, mask = fmt.encode(sample)
+        assert row["sample"] == sample.where() and row["input_ids"] == input_ids and row["trained"] == mask
+        assert len(row["tokens"]) == len(input_ids) and row["tokens"][0] == tokenizer.decode(input_ids[:1])
+    text = render(tokenizer, input_ids, mask, color=True)  # on a terminal: each trained run in green
+    assert text.count(GREEN) == text.count(RESET) == sum(1 for a, b in zip([0, *mask], mask) if b and not a)
+
+
+@pytest.mark.parametrize("family, separates", [("qwen3", True), ("llama-3.2", True), ("opt", False)])
+def test_packing_probe_refuses_models_whose_attention_mixes_packed_sequences(tiny_models, family, separates):
+    from train.sft import check_packing
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models(family), attn_implementation="sdpa")
+    if separates:
+        check_packing(model, family)
+    else:
+        with pytest.raises(UserError, match=f"packed sequences attend to each other in {family}.*packing=false"):
+            check_packing(model, family)

@@ -1,0 +1,8 @@
+"""`python -m train ...` = `dispatchtune train ...`; the form `accelerate launch -m train --recipe R` needs (it
+launches modules, not console scripts)."""
+
+import sys
+
+from dispatchtune.cli import main
+
+sys.exit(main(["train", *sys.argv[1:]]))

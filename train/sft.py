@@ -1,0 +1,405 @@
+"""`dispatchtune train`: LoRA SFT with TRL on `prep`'s samples, the loss on the assistant's tokens only.
+
+The flow is TRL's `trl/scripts/sft.py` with our pieces in front. The recipe (train/config.py) gives the `SFTConfig`
+and the LoRA settings. `train.mask.ChatFormat` renders each sample with the model's chat template and marks the
+tokens the model must learn to produce (assistant turns with their tool calls and end-of-turn). The samples reach
+`SFTTrainer` pre-tokenized (`input_ids` + `assistant_masks`): TRL turns the mask into labels and packs the sequences
+(best-fit decreasing, padding-free), so everything after tokenizing is TRL's, PEFT's and transformers' own code.
+
+Outputs, each renamed into place once complete: RUN/adapter/ (the LoRA adapter, and the tokenizer carrying the
+inference chat template), then RUN/run.json (the resolved recipe, data hashes and counts, library versions, metrics,
+the wandb run id). A killed run leaves only RUN/checkpoints/, which `--resume` continues from.
+
+One GPU: `dispatchtune train --recipe R`; several: `accelerate launch --config_file recipes/accelerate/ddp.yaml -m
+train --recipe R` (train/__main__.py). Every process tokenizes the data itself (one quick pass; no cache to go stale);
+only the main process shows progress and writes the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from data_prep.sample import Sample, read_jsonl
+from dispatchtune.errors import UserError
+
+from .config import Recipe, load_recipe
+
+LIBRARIES = ("dispatchtune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "wandb", "bitsandbytes")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", required=True, type=Path, help="recipe YAML (recipes/<model>.yaml)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="section.key=value",
+        help="recipe overrides, e.g. training.learning_rate=1e-4 lora.r=32 run.dir=runs/r2",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN/checkpoints")
+
+
+def run(args: argparse.Namespace) -> int:
+    train(load_recipe(args.recipe, args.overrides), resume=args.resume)
+    return 0
+
+
+def train(recipe: Recipe, *, resume: bool = False, callbacks=()) -> dict:
+    """Train, save RUN/adapter and RUN/run.json; return what run.json holds. `callbacks`: extra TrainerCallbacks."""
+    import torch
+    from accelerate import PartialState
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    state = PartialState()
+    args, lora = recipe.training, recipe.lora
+    if lora.qlora and not torch.cuda.is_available():
+        raise UserError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit); set lora.qlora=false")
+    last_checkpoint = _check_outputs(recipe, resume, state)
+
+    model_path, tokenizer, fmt = load_format(recipe)
+    train_set, eval_set, counts = _datasets(recipe, fmt, state.is_main_process)
+    quantization = _set_model_init(recipe, state)
+    state.print(f"model: {model_path} ({args.model_init_kwargs['dtype']}, attention "
+                f"{args.model_init_kwargs['attn_implementation']}{', QLoRA 4-bit' if quantization else ''}); "
+                f"{_liger_note(args.use_liger_kernel)}")
+    state.print(f"mask: {fmt.method}, end of turn {fmt.end_of_turn!r}")
+    state.print(_describe(counts, args.max_length))
+
+    wandb_run = _start_wandb(recipe, last_checkpoint) if state.is_main_process and "wandb" in args.report_to else None
+    trainer = SFTTrainer(
+        model=model_path, args=args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
+        peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                               target_modules=lora.target_modules, task_type="CAUSAL_LM"),
+        quantization_config=quantization, callbacks=list(callbacks),
+    )
+    if trainer.padding_free:
+        check_packing(trainer.model, recipe.model.name_or_path)
+    if state.is_main_process:
+        trainer.model.print_trainable_parameters()
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    eval_losses = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]
+    info = {
+        "recipe": recipe.to_dict(),
+        "model": {"name_or_path": recipe.model.name_or_path, "resolved": model_path, **args.model_init_kwargs,
+                  "qlora": lora.qlora},
+        "mask": {"method": fmt.method, "end_of_turn": fmt.end_of_turn},
+        "data": {"train": {"path": recipe.data.train, "sha256": _sha256(Path(recipe.data.train)), **counts},
+                 "heldout": _file_info(Path(recipe.data.heldout))},
+        "metrics": {"train_loss": result.metrics.get("train_loss"), "first_loss": losses[0] if losses else None,
+                    "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
+                    "eval_loss": eval_losses[-1] if eval_losses else None,
+                    "runtime_s": result.metrics.get("train_runtime"), "processes": state.num_processes},
+        "resumed_from": last_checkpoint,
+        **_wandb_info(wandb_run),
+        "versions": _versions(),
+        "git": _git(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tokenizer.chat_template = fmt.inference_template  # save_model writes the tokenizer beside the adapter
+    _save(trainer, recipe.dir, info, state)
+    if state.is_main_process:
+        if wandb_run:
+            wandb_run.summary.update({f"data/{k}": v for k, v in counts.items()})
+            wandb_run.finish()
+        m = info["metrics"]
+        print(f"trained {m['steps']} steps in {m['runtime_s']:.0f} s, loss {_fmt(m['first_loss'])} -> "
+              f"{_fmt(m['last_loss'])}\n  adapter:  {recipe.dir / 'adapter'}\n  run.json: {recipe.dir / 'run.json'}"
+              + (f"\n  wandb:    run {wandb_run.id} ({info['wandb_dir']})" if wandb_run else ""))
+    state.wait_for_everyone()
+    trainer.end()
+    return info
+
+
+def check_packing(model, name: str) -> None:
+    """Padding-free packing must keep each sequence to itself (TRL issues 3728 and 3781): a packed row reaches the
+    model with position ids restarting per sequence and no attention mask, and only some attention paths honour that
+    (flash-attention, and SDPA/eager for most architectures in transformers 5; not OPT's). So run the model once on a
+    row of two random sequences and once on the second alone: the second's logits must not change."""
+    import torch
+
+    vocab = model.config.get_text_config().vocab_size
+    device = next(model.parameters()).device
+    ids = torch.randint(vocab, (2, 16), generator=torch.Generator().manual_seed(0)).to(device)
+    positions = torch.arange(16, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        alone = model(input_ids=ids[1:], position_ids=positions[None], use_cache=False).logits[0].float()
+        packed = model(input_ids=ids.reshape(1, -1), position_ids=positions.repeat(2)[None],
+                       use_cache=False).logits[0, 16:].float()
+    model.train(was_training)
+    error = ((packed - alone).abs().max() / alone.abs().max().clamp_min(1e-6)).item()
+    tolerance = 1e-3 if alone.dtype == packed.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32 \
+        else 5e-2
+    if error > tolerance:
+        attention = getattr(model.config, "_attn_implementation", "?")
+        raise UserError(f"packed sequences attend to each other in {name} with attention {attention} (relative "
+                        f"logit change {error:.2g}): set training.packing=false, or use flash_attention_2")
+
+
+def _datasets(recipe: Recipe, fmt, progress: bool):
+    """The encoded training set, the held-out one (only when training.eval_strategy asks for eval loss: its
+    samples with an assistant turn), and the training set's counts."""
+    train_path = data_file(recipe.data.train, "data.train")
+    max_length = recipe.training.max_length
+    train_set, counts = encode(fmt, read_jsonl(train_path), max_length, "train", progress)
+    if not counts.get("tool_calls"):
+        raise UserError(f"{train_path} ({counts.get('samples', 0)} samples) holds no assistant tool calls, so nothing "
+                        "would teach tool calling; check the inputs given to `dispatchtune prep` (see stats.json)")
+    if recipe.training.eval_strategy == "no":
+        return train_set, None, counts
+    heldout_path = data_file(recipe.data.heldout, "data.heldout")
+    eval_set, eval_counts = encode(fmt, filter(_has_assistant, read_jsonl(heldout_path)), max_length, "heldout",
+                                   progress)
+    if not eval_counts:
+        raise UserError(f"{heldout_path} has no sample with an assistant turn to measure eval loss on; "
+                        "set training.eval_strategy=no or point data.heldout at such samples")
+    return train_set, eval_set, counts
+
+
+def _set_model_init(recipe: Recipe, state):
+    """Fill training.model_init_kwargs (its own entries win) for SFTTrainer to load the model with; return the
+    QLoRA quantization config, or None."""
+    import torch
+
+    args = recipe.training
+    args.model_init_kwargs = {"dtype": _dtype(recipe.model.dtype),
+                              "attn_implementation": _attn_implementation(recipe.model.attn_implementation),
+                              "trust_remote_code": recipe.model.trust_remote_code, **(args.model_init_kwargs or {})}
+    if not recipe.lora.qlora:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    # QLoRA (Dettmers et al. 2023): NF4 base, double quantisation, bf16 compute; TRL casts the adapter to bf16.
+    args.model_init_kwargs |= {"dtype": "bfloat16", "device_map": {"": state.local_process_index}}
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def _save(trainer, run_dir: Path, info: dict, state) -> None:
+    """RUN/adapter, then RUN/run.json, each written under a temporary name and renamed into place. Every process
+    calls save_model (FSDP gathers the weights); the main one writes."""
+    tmp = run_dir / ".adapter.partial"
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    state.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    if not state.is_main_process:
+        return
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json holds the same readably
+    shutil.rmtree(run_dir / "adapter", ignore_errors=True)  # left by a run killed before its run.json: unfinished
+    os.replace(tmp, run_dir / "adapter")
+    (run_dir / ".run.json.tmp").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    os.replace(run_dir / ".run.json.tmp", run_dir / "run.json")  # last: its presence marks the run finished
+
+
+def load_format(recipe: Recipe):
+    """(model path, tokenizer, ChatFormat): the one way `train` and `inspect` turn samples into tokens."""
+    from transformers import AutoTokenizer
+
+    from .mask import ChatFormat, resolve_template
+
+    model_path = resolve_model(recipe.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
+    fmt = ChatFormat.from_tokenizer(tokenizer, chat_template=resolve_template(recipe.model.chat_template),
+                                    template_kwargs=recipe.model.template_kwargs)
+    return model_path, tokenizer, fmt
+
+
+def resolve_model(name: str) -> str:
+    """A local directory or a Hub id in the cache (downloaded first when online), as a path or id to load from.
+
+    `tiny:<family>` is a tiny random model of that family, built on first use in $DISPATCHTUNE_TINY_CACHE
+    (default ~/.cache/dispatchtune/tiny) and reused after: tests and the demo train one without the Hub.
+    """
+    from accelerate import PartialState
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    with PartialState().main_process_first():  # one process builds or downloads, the others then find it
+        if name.startswith("tiny:"):
+            from dispatchtune.tiny_models import build_tiny_model
+
+            cache = Path(os.environ.get("DISPATCHTUNE_TINY_CACHE", "~/.cache/dispatchtune/tiny")).expanduser()
+            return str(build_tiny_model(name[5:], cache / name[5:]))
+        if Path(name).is_dir():
+            return name
+        try:
+            hf_hub_download(name, "config.json")
+        except LocalEntryNotFoundError:
+            raise UserError(f"model {name} is neither a local directory nor in the Hugging Face cache (offline); "
+                            f"download it with `hf download {name}` or pass a local path") from None
+        except RepositoryNotFoundError:  # also a gated repository without access
+            raise UserError(f"model {name} is not a local directory, and the Hub has no model by that name that "
+                            "you can read (gated: accept its licence on the Hub, then `hf auth login`)") from None
+        except HFValidationError:
+            raise UserError(f"model {name} is neither a local directory nor a Hub id (org/name)") from None
+    return name
+
+
+def encode(fmt, samples, max_length: int | None, name: str, progress: bool):
+    """Tokenize samples with their assistant masks into a `datasets.Dataset`, checking each against max_length.
+
+    A prompt (the tokens before a sample's first trained token) that fills max_length is an error: packing would
+    keep only prompt, and the sample would teach nothing. A longer sample is fine but cut at max_length (by packing,
+    or by TRL's truncation without it); `counts` says how many were and how many tokens they lose.
+    """
+    from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
+    from tqdm import tqdm
+
+    features = Features({"input_ids": Sequence(Value("int32")), "assistant_masks": Sequence(Value("int8"))})
+    counts, chunks, rows = Counter(), [], {"input_ids": [], "assistant_masks": []}
+    for sample in tqdm(samples, desc=f"encoding {name}", unit=" samples", disable=None if progress else True):
+        input_ids, mask = fmt.encode(sample)
+        prompt = mask.index(1) if 1 in mask else len(mask)
+        if max_length and prompt >= max_length:
+            raise UserError(f"max_length {max_length} is shorter than the prompt of {sample.where()} ({prompt} "
+                            "tokens); raise training.max_length or filter with "
+                            f"`prep --tokenizer ... --max-tokens {max_length}`")
+        kept = min(len(input_ids), max_length or len(input_ids))
+        counts.update(samples=1, tokens=kept, trained_tokens=sum(mask[:kept]), truncated=kept < len(input_ids),
+                      truncated_tokens=len(input_ids) - kept, tool_calls=sum(1 for _ in sample.calls()))
+        rows["input_ids"].append(input_ids)
+        rows["assistant_masks"].append(mask)
+        if len(rows["input_ids"]) == 1024:  # Arrow chunks keep memory near the token count, not Python lists of it
+            chunks.append(Dataset.from_dict(rows, features=features))
+            rows = {"input_ids": [], "assistant_masks": []}
+    chunks.append(Dataset.from_dict(rows, features=features))
+    return concatenate_datasets(chunks), dict(counts)
+
+
+def _check_outputs(recipe: Recipe, resume: bool, state) -> str | None:
+    """The checkpoint to resume from, if any; a finished run, or checkpoints without --resume, are refused."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if (recipe.dir / "run.json").exists():
+        raise UserError(f"{recipe.dir} holds a finished run (run.json); set another run.dir or remove that one")
+    out = Path(recipe.training.output_dir)
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if last and not resume:
+        raise UserError(f"{out} holds {Path(last).name} of an unfinished run; pass --resume to continue it, "
+                        "or remove the directory to start over")
+    if resume:
+        state.print(f"resuming from {last}" if last else f"--resume: no checkpoint in {out}; starting from step 0")
+    recipe.dir.mkdir(parents=True, exist_ok=True)
+    return last
+
+
+def data_file(path: str, key: str) -> Path:
+    if not Path(path).is_file():
+        raise UserError(f"data file {path} not found; run `dispatchtune prep ... --out RUN/data` or set {key}=PATH")
+    return Path(path)
+
+
+def _has_assistant(sample: Sample) -> bool:
+    return any(m.get("role") == "assistant" for m in sample.messages)
+
+
+def _dtype(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+
+
+def _attn_implementation(name: str) -> str:
+    """auto: FlashAttention 2 on Ampere or newer where `flash_attn` or `kernels` is installed (transformers takes the
+    Hub's build through `kernels` when flash_attn is missing); SDPA otherwise. Both handle packed sequences."""
+    import torch
+
+    if name != "auto":
+        return name
+    has_fa = any(importlib.util.find_spec(m) for m in ("flash_attn", "kernels"))
+    return "flash_attention_2" if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8 and has_fa \
+        else "sdpa"
+
+
+def _liger_note(enabled: bool) -> str:
+    import torch
+
+    if enabled:
+        return "Liger kernels on"
+    if not torch.cuda.is_available():
+        return "Liger kernels off (no CUDA)"
+    return "Liger kernels off (pip install 'dispatchtune[gpu]' to turn them on)"
+
+
+def _describe(counts: dict, max_length: int | None) -> str:
+    share = counts["trained_tokens"] / max(counts["tokens"], 1)
+    text = (f"train: {counts['samples']} samples, {counts['tokens']} tokens, {counts['trained_tokens']} trained "
+            f"({share:.0%}), {counts['tool_calls']} tool calls")
+    if counts["truncated"]:
+        text += (f"; {counts['truncated']} samples longer than max_length {max_length} are cut to their first "
+                 f"{max_length} tokens ({counts['truncated_tokens']} tokens dropped)")
+    return text
+
+
+def _start_wandb(recipe: Recipe, resuming: str | None):
+    """Our own wandb.init, so the run gets the recipe's project, entity, tags and name, and we learn its id; the
+    Trainer's WandbCallback logs into this run. A resumed training run continues its wandb run (the id is kept in
+    RUN/wandb_run_id). Offline with WANDB_MODE=offline (files under RUN/wandb)."""
+    import wandb
+
+    flat = {f"{section}.{key}": value for section, values in recipe.to_dict().items() if isinstance(values, dict)
+            for key, value in values.items()}  # the names sweeps and overrides use: lora.r, training.learning_rate
+    id_file = recipe.dir / "wandb_run_id"
+    run_id = id_file.read_text().strip() if resuming and id_file.is_file() else None
+    run = wandb.init(project=recipe.run.wandb_project, entity=recipe.run.wandb_entity, name=recipe.run.name,
+                     tags=recipe.run.wandb_tags, dir=str(recipe.dir), config=flat, id=run_id,
+                     resume="allow" if run_id else None)
+    id_file.write_text(run.id + "\n")
+    return run
+
+
+def _wandb_info(run) -> dict:
+    """The wandb run's id and place: the eval stage logs eval/tool_call_score into this same run."""
+    return {"wandb_run_id": run and run.id, "wandb_project": run and run.project,
+            "wandb_entity": run and (run.entity or None), "wandb_dir": run and str(Path(run.dir).parent)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_info(path: Path) -> dict | None:
+    return {"path": str(path), "sha256": _sha256(path)} if path.is_file() else None
+
+
+def _versions() -> dict:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _git() -> dict | None:
+    """The commit of the code that trained (and whether it had local changes), when it runs from a git checkout."""
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def _fmt(x: float | None) -> str:
+    return "?" if x is None else f"{x:.3f}"
