@@ -18,6 +18,7 @@ COMMANDS = {
     "merge": ("export.merge", "merge a LoRA adapter into its base model, verified against base+adapter"),
     "export": ("export.gguf", "convert a merged model to verified GGUF files (llama.cpp, Ollama Modelfile)"),
     "publish": ("export.publish", "upload the adapter, a model card and optionally merged/GGUF files to the Hub"),
+    "run": ("dispatchtune.pipeline", "prep, train, eval, gate, merge and GGUF from one recipe, resuming a stopped run"),
 }
 
 

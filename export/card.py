@@ -141,7 +141,6 @@ def _eval_section(run_dir: Path) -> str:
 
 def _recipe_section(run: dict, adapter_config: dict) -> str:
     recipe = run.get("recipe") or {}
-    lora = recipe.get("lora") or {}
     rows = {
         "base model": (run.get("model") or {}).get("name_or_path") or adapter_config.get("base_model_name_or_path"),
         "LoRA rank / alpha / dropout": " / ".join(str(x) for x in (

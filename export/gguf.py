@@ -114,7 +114,7 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
                             "pass --force to replace it")
         return {**done, "skipped": True}
     model_dir = Path(model_dir)
-    _check_convertible(model_dir)
+    check_convertible(model_dir)
     try:
         import llama_cpp  # noqa: F401  (checked here, before minutes of conversion)
     except ImportError:
@@ -170,7 +170,7 @@ def _lossless_type(model_dir: Path) -> str:
     return {"bfloat16": "bf16", "float16": "f16"}.get(dtype, "f32")
 
 
-def _check_convertible(model_dir: Path) -> None:
+def check_convertible(model_dir: Path) -> None:
     """Refuse, before any work, a model llama.cpp's converter has no class for (OPT, for one)."""
     try:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))

@@ -1,7 +1,8 @@
 """Recipes: one YAML file per model, read into dataclasses, with `section.key=value` overrides on the command line.
 
-A recipe has five sections. `model`, `lora`, `data` and `run` are the dataclasses below; `training` is TRL's
-`SFTConfig`, field for field, so everything TRL documents can be set there. Each section is parsed the way
+A recipe has seven sections. `model`, `lora`, `data`, `run`, `eval` and `export` are the dataclasses below (`eval`
+and `export`, and `data`'s prep settings, are read by `dispatchtune run` only); `training` is TRL's `SFTConfig`,
+field for field, so everything TRL documents can be set there. Each section is parsed the way
 `trl.TrlParser` reads a `--config` file: the values become argparse defaults, and argparse converts strings with the
 field's type (PyYAML reads `1e-4` as a string; here it becomes a float). A key that is not a field is an error
 naming its section and the closest field, rather than TrlParser's silent pass-through.
@@ -50,6 +51,11 @@ class LoraArgs:
 class DataArgs:
     train: str | None = None  # default RUN/data/train.jsonl
     heldout: str | None = None  # default RUN/data/heldout.jsonl (eval loss when training.eval_strategy is set)
+    # `dispatchtune run`'s prep into RUN/data; None leaves prep's own default. No inputs: train on data.train as it is.
+    inputs: list[str] | None = None  # input files or globs, relative to the working directory
+    split_by: str | None = None  # query, tool or category
+    heldout_frac: float | None = None
+    max_tokens: int | None = None  # set: render each sample with the model's tokenizer, reject longer ones
 
 
 @dataclass
@@ -62,12 +68,32 @@ class RunArgs:
 
 
 @dataclass
+class EvalArgs:
+    """`dispatchtune run`'s evaluation and gate. None leaves `eval run`'s own default."""
+
+    max_new_tokens: int | None = None
+    batch_size: int | None = None
+    max_cases: int | None = None  # a seeded sample of the held-out cases, to bound eval time (the suite comes whole)
+    suite: str | None = None  # a built-in suite added to the held-out cases: dispatch
+    min_score: float | None = None  # gate: the adapter's overall AST match must reach this rate (0-1)
+    must_beat_base: bool = True  # gate: and be above the base model's, on the same cases
+
+
+@dataclass
+class ExportArgs:
+    quants: list[str] = field(default_factory=lambda: ["f16", "q8_0", "q4_k_m"])  # GGUF types; [] for no GGUF
+    allow_unknown_pretokenizer: bool = False  # only for tokenizers trained locally (the tiny models)
+
+
+@dataclass
 class Recipe:
     path: Path
     model: ModelArgs
     lora: LoraArgs
     data: DataArgs
     run: RunArgs
+    eval: EvalArgs
+    export: ExportArgs
     training: Any  # trl.SFTConfig
     training_keys: list[str] = field(default_factory=list)  # the training fields the recipe or our defaults set
 
@@ -81,12 +107,14 @@ class Recipe:
         training = self.training.to_dict()
         return {
             "path": str(self.path),
-            **{name: dataclasses.asdict(getattr(self, name)) for name in ("model", "lora", "data", "run")},
+            **{name: dataclasses.asdict(getattr(self, name)) for name in OUR_SECTIONS},
             "training": {k: training[k] for k in self.training_keys},
         }
 
 
-SECTIONS = {"model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "run": RunArgs, "training": None}
+SECTIONS = {"model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "run": RunArgs, "eval": EvalArgs,
+            "export": ExportArgs, "training": None}
+OUR_SECTIONS = [name for name, cls in SECTIONS.items() if cls]
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -117,7 +145,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         if section not in SECTIONS:
             raise UserError(f"unknown recipe section {section!r}{_suggest(section, SECTIONS)}")
 
-    model, lora, data, run = (_parse(s, SECTIONS[s], raw.get(s, {})) for s in ("model", "lora", "data", "run"))
+    model, lora, data, run, eval_, export = (_parse(s, SECTIONS[s], raw.get(s, {})) for s in OUR_SECTIONS)
     run.dir = os.path.expandvars(run.dir or f"runs/{path.stem}")
     run.name = run.name or Path(run.dir).name
     data.train = os.path.expandvars(data.train or f"{run.dir}/data/train.jsonl")
@@ -126,11 +154,16 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise UserError(f"recipe {path} sets no model.name_or_path (a Hub id, a local directory or tiny:<family>)")
     if isinstance(run.wandb_tags, str):
         run.wandb_tags = [run.wandb_tags]
+    if isinstance(data.inputs, str):
+        data.inputs = [data.inputs]
+    if isinstance(export.quants, str):  # export.quants=f16,q8_0 as `export gguf --quant` takes it
+        export.quants = [q for q in export.quants.split(",") if q]
 
     from trl import SFTConfig
 
     training = _machine_defaults(run, raw.get("training", {})) | raw.get("training", {})
-    return Recipe(path, model, lora, data, run, _parse("training", SFTConfig, training), list(training))
+    return Recipe(path, model, lora, data, run, eval_, export, _parse("training", SFTConfig, training),
+                  list(training))
 
 
 def _machine_defaults(run: RunArgs, training: dict) -> dict:

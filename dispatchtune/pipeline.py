@@ -1,0 +1,281 @@
+"""`dispatchtune run`: every stage from one recipe into one run directory, resuming where an earlier run stopped.
+
+    dispatchtune run --recipe recipes/qwen3-0.6b.yaml [--out RUN] [section.key=value ...]
+
+prep (data.inputs -> RUN/data) -> train (RUN/adapter, RUN/run.json) -> eval cases (RUN/eval/cases.jsonl: held-out
+cases, at most eval.max_cases of them, plus eval.suite) -> eval of the base model and of the adapter -> gate
+(eval.min_score, eval.must_beat_base) -> merge (RUN/merged) -> export gguf (RUN/gguf, export.quants) -> eval of the
+first GGUF type (RUN/eval/gguf-f16) -> RUN/eval/compare.md, base vs adapter vs GGUF.
+
+Each stage is its module's own function, which renames its outputs into place only once they are complete; so a
+stage whose final output exists is done and is skipped ("skip: ..."), and a re-run after a crash, a kill or a failed
+gate carries on where it stopped (training from its last checkpoint). To redo a stage, remove its output: an eval
+directory, or RUN/eval to evaluate with other eval settings. To train on several GPUs, run that stage with
+`accelerate launch -m train` on the same recipe first; `dispatchtune run` then skips it.
+
+The gate stops the run before merge, with exit code 1: an adapter that fails it is not worth exporting. A model
+llama.cpp cannot convert (OPT) ends at the merged model, with the converter's reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+from data_prep.prep import PrepConfig, prep, summary
+from data_prep.sample import read_jsonl
+from eval import generate
+from eval.cases import heldout_cases
+from eval.compare import compare, load_run
+from eval.report import rate
+from eval.suite import SUITES
+from export import VERIFY_FILE
+from export import llama_cpp_tools
+from export.gguf import ALLOW_ENV, TOLERANCES, check_convertible, export_gguf
+from export.merge import merge
+from train.config import Recipe, load_recipe
+from train.sft import data_file, resolve_model, train
+
+from .errors import UserError
+from .jsonl import json_lines
+
+
+class Failed(Exception):
+    """A stage ran and said no (the gate, a verification): exit code 1, with this one-line reason."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", required=True, type=Path, help="recipe YAML (recipes/<model>.yaml)")
+    parser.add_argument("--out", type=Path, help="run directory (default: the recipe's run.dir, runs/<recipe name>)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="recipe overrides, e.g. training.max_steps=100 eval.max_cases=200 export.quants=[q4_k_m]")
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, [*args.overrides, *([f"run.dir={args.out}"] if args.out else [])])
+    try:
+        pipeline(recipe)
+    except Failed as e:
+        print(f"dispatchtune run: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def pipeline(recipe: Recipe) -> None:
+    """Every stage not yet complete, in order; raises Failed when the gate or a verification fails."""
+    _check(recipe)
+    run_dir, evals = recipe.dir, recipe.dir / "eval"
+    prep_stage(recipe)
+    train_stage(recipe)
+    cases = cases_stage(recipe, evals / "cases.jsonl")
+    base, adapter = resolve_model(recipe.model.name_or_path), run_dir / "adapter"
+    # The base renders with the adapter's tokenizer: the training template, so both answer the same prompts.
+    runs = [eval_stage(recipe, evals / "base", cases, ["--model", base, "--tokenizer", str(adapter)]),
+            eval_stage(recipe, evals / "adapter", cases, ["--model", base, "--adapter", str(adapter)])]
+    gate(recipe, *runs)
+    merged = merge_stage(run_dir)
+    gguf = export_stage(recipe, merged)
+    if gguf:  # the GGUF runs with its own metadata's template; RUN/merged gives the tokenizer and run.json's kwargs
+        runs.append(eval_stage(recipe, evals / f"gguf-{recipe.export.quants[0]}", cases,
+                               ["--model", str(merged), "--gguf", str(gguf[0])]))
+    report = compare_stage(runs, evals / "compare.md")
+    print(f"\ndispatchtune run: done ({run_dir})\n  report:  {report} (each run: {evals}/<name>/report.md)\n"
+          f"  adapter: {adapter} (recipe, data and metrics: {run_dir / 'run.json'})\n"
+          f"  merged:  {merged} (verified against base+adapter: {merged / VERIFY_FILE})")
+    if gguf:
+        print(f"  gguf:    {gguf[0].parent}: {', '.join(f.name for f in gguf)}, a Modelfile beside each "
+              f"(verified against the merged model: {gguf[0].parent / VERIFY_FILE})")
+    else:
+        print("  gguf:    none (see `skip: export gguf` above); the merged model is the deliverable")
+
+
+def _check(recipe: Recipe) -> None:
+    """The eval and export settings, checked before hours of training rather than after."""
+    e, quants = recipe.eval, recipe.export.quants
+    if e.suite is not None and e.suite not in SUITES:
+        raise UserError(f"eval.suite {e.suite!r} is not a built-in suite; choose one of {', '.join(SUITES)} or null")
+    if e.min_score is not None and not 0 <= e.min_score <= 1:
+        raise UserError(f"eval.min_score is a rate between 0 and 1, got {e.min_score}")
+    for key in ("max_new_tokens", "batch_size", "max_cases"):
+        if getattr(e, key) is not None and getattr(e, key) < 1:
+            raise UserError(f"eval.{key} must be positive (or null for the default)")
+    if any(q not in TOLERANCES for q in quants):
+        raise UserError(f"export.quants {quants}: choose from {', '.join(TOLERANCES)} ([] for no GGUF)")
+    default_data = (str(recipe.dir / "data/train.jsonl"), str(recipe.dir / "data/heldout.jsonl"))
+    if recipe.data.inputs and (recipe.data.train, recipe.data.heldout) != default_data:
+        raise UserError("data.inputs are prepared into RUN/data, where training reads them; "
+                        "set either data.inputs or data.train/data.heldout, not both")
+
+
+def prep_stage(recipe: Recipe) -> None:
+    """prep over data.inputs into RUN/data; without inputs, training takes data.train as it is."""
+    out, d = recipe.dir / "data", recipe.data
+    if (out / "stats.json").is_file():
+        _skip("prep", f"{out / 'stats.json'} exists")
+        return
+    if not d.inputs:
+        if not Path(d.train).is_file():
+            raise UserError(f"set data.inputs (the files or globs to prep), or data.train ({d.train} not found)")
+        _skip("prep", f"no data.inputs; training on {d.train}")
+        return
+    _stage("prep")
+    inputs = []
+    for pattern in d.inputs:
+        found = sorted(p for p in map(Path, glob.glob(os.path.expandvars(pattern))) if p.is_file())
+        if not found:
+            raise UserError(f"data.inputs: {pattern} matches no file (relative to {Path.cwd()})")
+        inputs += found
+    settings = {k: v for k, v in (("split_by", d.split_by), ("heldout_frac", d.heldout_frac)) if v is not None}
+    tokenizer = resolve_model(recipe.model.name_or_path) if d.max_tokens else None
+    stats = prep(PrepConfig(inputs, out, tokenizer=tokenizer, max_tokens=d.max_tokens, progress=sys.stderr.isatty(),
+                            **settings))
+    print(summary(stats, out))
+
+
+def train_stage(recipe: Recipe) -> None:
+    """train, resuming from RUN/checkpoints when a killed run left a checkpoint there."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if (recipe.dir / "run.json").is_file():
+        _skip("train", f"{recipe.dir / 'run.json'} exists")
+        return
+    checkpoints = Path(recipe.training.output_dir)
+    _stage("train")
+    train(recipe, resume=checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)) is not None)
+
+
+def cases_stage(recipe: Recipe, path: Path) -> Path:
+    """The held-out samples' cases (a seeded sample of eval.max_cases, in file order) and eval.suite's, in one file."""
+    if path.is_file():
+        _skip("eval cases", f"{path} exists")
+        return path
+    _stage("eval cases")
+    skipped: Counter = Counter()
+    cases = list(heldout_cases(read_jsonl(data_file(recipe.data.heldout, "data.heldout")), skipped))
+    limit = recipe.eval.max_cases
+    if limit and len(cases) > limit:
+        cases = [cases[i] for i in sorted(random.Random(0).sample(range(len(cases)), limit))]
+    if recipe.eval.suite:
+        cases += SUITES[recipe.eval.suite]()
+    if not cases:
+        raise UserError(f"{recipe.data.heldout} gives no eval cases; hold out samples with answers "
+                        "(data.heldout_frac) or add eval.suite=dispatch")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(c.to_json() + "\n" for c in cases), encoding="utf-8")
+    os.replace(tmp, path)
+    categories = Counter(c.category for c in cases)
+    print(f"eval cases: {len(cases)} ({', '.join(f'{c} {n}' for c, n in sorted(categories.items()))}) -> {path}"
+          + "".join(f"\n  skipped {n} {reason}" for reason, n in skipped.items()))
+    return path
+
+
+def eval_stage(recipe: Recipe, out: Path, cases: Path, model: list[str]) -> Path:
+    """`eval run` (generation, then scoring) into `out`, its arguments parsed by its own parser, so its defaults
+    hold wherever eval.batch_size or eval.max_new_tokens is null."""
+    if (out / "report.json").is_file():
+        _skip(f"eval {out.name}", f"{out / 'report.json'} exists")
+        return out
+    _stage(f"eval {out.name}")
+    argv = [*model, "--cases", str(cases), "--out", str(out)]
+    for flag, value in (("--batch-size", recipe.eval.batch_size), ("--max-new-tokens", recipe.eval.max_new_tokens)):
+        argv += [flag, str(value)] if value is not None else []
+    parser = argparse.ArgumentParser(prog="dispatchtune eval run")
+    generate.add_arguments(parser)
+    generate.run(parser.parse_args(argv))
+    return out
+
+
+def gate(recipe: Recipe, base: Path, adapter: Path) -> None:
+    """eval.compare's gate on the adapter: its AST match at least eval.min_score, and above the base's if asked."""
+    e = recipe.eval
+    table, failure, _ = compare([adapter], None, e.min_score, base if e.must_beat_base else None)
+    settings = f"eval.min_score {json.dumps(e.min_score)}, eval.must_beat_base {json.dumps(e.must_beat_base)}"
+    if failure:
+        print(table, end="")
+        raise Failed(f"gate failed: {failure} ({settings}); stopped before merge")
+    print(f"gate: passed ({settings})")
+
+
+def merge_stage(run_dir: Path) -> Path:
+    out = run_dir / "merged"
+    if (out / VERIFY_FILE).is_file():
+        _skip("merge", f"{out / VERIFY_FILE} exists")
+        return out
+    _stage("merge")
+    report = merge(run_dir / "adapter", out, run_json=run_dir / "run.json")
+    if not report["passed"]:
+        raise Failed(f"merge: the merged model differs from base+adapter ({'; '.join(report['failures'])}); "
+                     f"nothing written to {out}")
+    m = report["metrics"]
+    print(f"merge: {out} ({report['dtype']}), verified: max rel err {m['max_rel_err']:.2e}, top-1 {m['top1']:.2f}")
+    return out
+
+
+def export_stage(recipe: Recipe, merged: Path) -> list[Path]:
+    """The GGUF files of export.quants in RUN/gguf, in that order; none for an empty list or a model llama.cpp's
+    converter has no architecture for (its own check decides, so only that case is a skip rather than an error)."""
+    out, quants = recipe.dir / "gguf", recipe.export.quants
+    if not quants:
+        _skip("export gguf", "export.quants is empty")
+        return []
+    if (out / VERIFY_FILE).is_file():
+        _skip("export gguf", f"{out / VERIFY_FILE} exists")
+    else:
+        llama_cpp_tools.converter_dir()  # a missing converter is for the user to install, not a reason to skip
+        try:
+            check_convertible(merged)
+        except UserError as e:
+            _skip("export gguf", str(e))
+            return []
+        _stage("export gguf")
+    allow = recipe.export.allow_unknown_pretokenizer or os.environ.get(ALLOW_ENV) == "1"
+    report = export_gguf(merged, out, quants, name=recipe.dir.resolve().name, allow_unknown_pretokenizer=allow,
+                         run_json=recipe.dir / "run.json")
+    if not report["passed"]:
+        failed = [f"{f['file']}: {'; '.join(f['failures'])}" for f in report["files"] if not f["passed"]]
+        raise Failed(f"export gguf: verification failed ({' | '.join(failed)}); nothing written to {out}")
+    if not report.get("skipped"):
+        print(f"export gguf: {out}: {', '.join(f['file'] for f in report['files'])}, verified")
+    return [out / f["file"] for f in report["files"]]
+
+
+def compare_stage(runs: list[Path], out: Path) -> Path:
+    """eval.compare's table of the runs, and how far the GGUF's verdicts moved from the adapter's, into `out`."""
+    if out.is_file() and all(out.stat().st_mtime >= (r / "report.json").stat().st_mtime for r in runs):
+        _skip("compare", f"{out} is newer than its reports")
+        print(out.read_text(encoding="utf-8"), end="")
+        return out
+    _stage("compare")
+    table, _, _ = compare(runs)
+    if len(runs) > 2:
+        table += _gguf_delta(runs[1], runs[2])
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(table, encoding="utf-8")
+    os.replace(tmp, out)
+    print(table, end="")
+    return out
+
+
+def _gguf_delta(hf: Path, gguf: Path) -> str:
+    """The GGUF's overall AST match against the adapter's, and on how many cases their verdicts agree: a GGUF that
+    behaves like the weights it came from agrees on nearly all (greedy decoding can still part at a near-tie)."""
+    a, b = (rate(load_run(d)[1]["overall"]) or 0.0 for d in (hf, gguf))
+    verdicts = [{row["id"]: row["ast_match"] for _, row in json_lines(d / "cases.jsonl")} for d in (hf, gguf)]
+    same = sum(verdicts[1].get(k) == v for k, v in verdicts[0].items())
+    return (f"\n## {gguf.name} vs {hf.name} (llama.cpp vs transformers)\n\nAST match {100 * b:.1f}% vs "
+            f"{100 * a:.1f}%: {100 * (b - a):+.1f} points; the same verdict on {same} of {len(verdicts[0])} cases.\n")
+
+
+def _stage(name: str) -> None:
+    print(f"\n== {name}", flush=True)
+
+
+def _skip(stage: str, why: str) -> None:
+    print(f"skip: {stage} ({why})", flush=True)
