@@ -153,7 +153,9 @@ class Backend:
 
 def end_of_turn(tokenizer, chat_template: str, template_kwargs: dict | None = None) -> str | None:
     """What the template writes after an assistant message's content, less whitespace and a final eos: the marker
-    generation must stop on (`<|im_end|>`; `<|im_end|>` alone where the template writes `<|im_end|></s>`)."""
+    generation must stop on (`<|im_end|>`; `<|im_end|>` alone where the template writes `<|im_end|></s>`).
+    A text, not a token (train.mask.end_of_turn_token is the token): on OPT, chatml_tools' `<|im_end|>` is plain
+    text, and generation stops on it as a stop string."""
     marker = "\x00dispatchtune-end-probe\x00"
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}],

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from .merge import end_of_turn_token
+from train.mask import end_of_turn_token
+
 from .modelfile import template_name
 
 TAGS = ["tool-calling", "function-calling", "dispatchtune", "lora"]
@@ -87,7 +88,7 @@ def _format_section(tokenizer, template_kwargs: dict | None) -> str:
         "render prompts with `tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True"
         + "".join(f", {k}={v!r}" for k, v in (template_kwargs or {}).items()) + ")`"
         + (" (the template variables training used)" if template_kwargs else "") + ". "
-        f"The model calls tools {fmt}. A turn ends with `{end_of_turn_token(tokenizer) or tokenizer.eos_token}`: "
+        f"The model calls tools {fmt}. A turn ends with `{end_of_turn_token(tokenizer) if tokenizer.chat_template else tokenizer.eos_token}`: "
         "stop generation there.\n\n<details><summary>Chat template (Jinja)</summary>\n\n"
         f"```jinja\n{template.strip()}\n```\n\n</details>"
     )

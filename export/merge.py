@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from dispatchtune.errors import UserError
+from train.mask import end_of_turn_token
 
 from . import (
     VERIFY_FILE, Tolerance, compare_logits, existing_output, hf_logits, move_into_place, staging, token_ids,
@@ -135,27 +136,9 @@ def stop_token_ids(tokenizer, generation_config) -> list[int]:
     """The base's eos ids plus the tokenizer's eos and the chat template's end-of-turn token, in that order."""
     eos = generation_config.eos_token_id
     ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-    end = end_of_turn_token(tokenizer)
+    end = end_of_turn_token(tokenizer) if tokenizer.chat_template else None
     ids += [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(end) if end else None]
     return list(dict.fromkeys(i for i in ids if i is not None))
-
-
-def end_of_turn_token(tokenizer) -> str | None:
-    """The first special token the chat template writes after an assistant message's content, if any.
-
-    Read from the template itself rather than a table of families, so a custom training template (or a model no
-    table has heard of) still gets the token its turns really end with: `<|im_end|>`, `<|eot_id|>`,
-    `<end_of_turn>`, or `</s>` after chatml_tools' plain-text `<|im_end|>` on OPT.
-    """
-    if not tokenizer.chat_template:
-        return None
-    marker = "DISPATCHTUNE_END_OF_TURN_PROBE"
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False)
-    tail = rendered.split(marker, 1)[-1]
-    found = [(tail.find(t.content), -len(t.content), t.content)
-             for t in tokenizer.added_tokens_decoder.values() if t.special and t.content in tail]
-    return min(found)[2] if found else None
 
 
 def _keep_sentencepiece_model(base: str, tokenizer_dir: Path, out: Path) -> None:

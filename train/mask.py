@@ -86,7 +86,7 @@ class ChatFormat:
             template_kwargs=dict(template_kwargs or {}),
             template_name=_template_name(template, tokenizer, given=chat_template is not None),
         )
-        return replace(fmt, end_of_turn=fmt._find_end_of_turn())
+        return replace(fmt, end_of_turn=end_of_turn_token(tokenizer, template, fmt.template_kwargs, fmt.template_name))
 
     def encode(self, sample: Sample) -> tuple[list[int], list[int]]:
         """input_ids and the 0/1 assistant mask of one sample, rendered with its tools. Raises UserError naming the
@@ -177,26 +177,34 @@ class ChatFormat:
         spans = [(len(prompt), len(rendered)) for prompt, rendered in zip(prompts, rendered_turns)]
         return text, out["input_ids"], out["offset_mapping"], spans
 
-    def _find_end_of_turn(self) -> str:
-        """The last special token the template writes at the end of an assistant turn: generation stops on it."""
-        probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
-        try:
-            (prompt,) = self._render([probe[:1]], None, add_generation_prompt=True)
-            (text,) = self._render([probe], None)
-        except (TemplateError, TypeError, ValueError) as e:
-            raise UserError(f"{self.template_name} cannot render a plain exchange: {e}") from None
-        if not text.startswith(prompt):
-            raise UserError(f"{self.template_name} is not prefix-preserving ({_difference(prompt, text)})")
-        # Named special tokens, and added tokens flagged special (a chat token need not be a named one).
-        special = set(self.tokenizer.all_special_ids)
-        special |= {i for i, token in self.tokenizer.added_tokens_decoder.items() if token.special}
-        ends = [t for t in self.tokenizer(text[len(prompt) :], add_special_tokens=False).input_ids if t in special]
-        if not ends:
-            raise UserError(
-                f"{self.template_name} ends an assistant turn with no special token ({text[len(prompt):]!r}), "
-                f"so generation could not stop: end the turn with eos_token ({self.tokenizer.eos_token})"
-            )
-        return self.tokenizer.convert_ids_to_tokens(ends[-1])
+
+def end_of_turn_token(tokenizer, template: str | None = None, template_kwargs: dict | None = None,
+                      name: str = "the chat template") -> str:
+    """The last special token the template writes at the end of an assistant turn: generation stops on it.
+
+    Read from the template itself rather than a table of families, so a recipe's own template (or a model no table
+    has heard of) gets the token its turns really end with: `<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, or `</s>`
+    after chatml_tools' plain-text `<|im_end|>` on OPT. Train checks that this token is trained; merge and export
+    put it among the model's EOS ids."""
+    probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    render = lambda messages, **kw: tokenizer.apply_chat_template(  # noqa: E731
+        messages, chat_template=template, tokenize=False, **(template_kwargs or {}), **kw)
+    try:
+        prompt, text = render(probe[:1], add_generation_prompt=True), render(probe)
+    except (TemplateError, TypeError, ValueError) as e:
+        raise UserError(f"{name} cannot render a plain exchange: {e}") from None
+    if not text.startswith(prompt):
+        raise UserError(f"{name} is not prefix-preserving ({_difference(prompt, text)})")
+    # Named special tokens, and added tokens flagged special (a chat token need not be a named one).
+    special = set(tokenizer.all_special_ids)
+    special |= {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    ends = [t for t in tokenizer(text[len(prompt) :], add_special_tokens=False).input_ids if t in special]
+    if not ends:
+        raise UserError(
+            f"{name} ends an assistant turn with no special token ({text[len(prompt):]!r}), so generation could "
+            f"not stop: end the turn with eos_token ({tokenizer.eos_token})"
+        )
+    return tokenizer.convert_ids_to_tokens(ends[-1])
 
 
 def _training_template(tokenizer, template: str) -> str | None:
