@@ -132,10 +132,12 @@ def _smollm2_config(hidden: int, vocab: int):
 def _gemma3_config(hidden: int, vocab: int):
     from transformers import Gemma3TextConfig
 
-    # One sliding-window layer and one global layer (the real 1B repeats 5 sliding : 1 global), 1 kv head as in 1B.
+    # Six layers, not NUM_LAYERS: every released Gemma 3 repeats 5 sliding-window layers : 1 global, and llama.cpp
+    # assumes that pattern (its converter writes no per-layer types), so a GGUF of any other pattern is another model.
+    # 1 kv head as in the 1B.
     return Gemma3TextConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=NUM_LAYERS,
-        layer_types=["sliding_attention", "full_attention"], num_attention_heads=2, num_key_value_heads=1,
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=6,
+        layer_types=["sliding_attention"] * 5 + ["full_attention"], num_attention_heads=2, num_key_value_heads=1,
         head_dim=128, query_pre_attn_scalar=128, sliding_window=512, max_position_embeddings=32768,
         tie_word_embeddings=True,
     )

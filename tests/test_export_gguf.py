@@ -38,29 +38,6 @@ QUANTS = ["f16", "q8_0", "q4_k_m"]
 REPO = Path(__file__).resolve().parents[1]
 
 
-def gemma3_real_layer_pattern(tiny: Path, out: Path) -> Path:
-    """The tiny Gemma 3 with the real models' layer pattern: five sliding-window layers, then a global one.
-
-    llama.cpp's Gemma 3 assumes that 5:1 pattern (the converter writes no per-layer types), so the tiny model's 1:1
-    pattern gives it a different model: its second layer runs as a sliding layer with the local RoPE base, and the
-    verification rightly fails (mean cosine ~0.75). Every released Gemma 3 uses 5:1.
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    if (out / "config.json").is_file():
-        return out
-    config = AutoConfig.from_pretrained(tiny)
-    config.num_hidden_layers = 6
-    config.layer_types = ["sliding_attention"] * 5 + ["full_attention"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny).save_pretrained(out)
-    GenerationConfig.from_pretrained(tiny).save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def merged(tiny_models, tmp_path_factory):
     """`merged(family) -> Path`: a merged model of the family's tiny model and a LoRA adapter that changes it."""
@@ -69,8 +46,6 @@ def merged(tiny_models, tmp_path_factory):
     def build(family: str) -> Path:
         if family not in done:
             base = tiny_models(family)
-            if family == "gemma3":
-                base = gemma3_real_layer_pattern(base, root / "gemma3-base")
             adapter = make_adapter(base, root / family / "adapter", TRAINING_TEMPLATE[family])
             assert merge(adapter, root / family / "merged")["passed"]
             done[family] = root / family / "merged"

@@ -133,3 +133,22 @@ def test_recipe_mistakes_are_refused_before_any_work(env, tmp_path, capsys, over
     err = capsys.readouterr().err.strip().splitlines()[-1]  # (after any import chatter of the libraries)
     assert err.startswith("dispatchtune run: error: ") and message in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("family, overrides", [
+    ("llama-3.2", ["model.template_kwargs={date_string: 26 Jul 2024}"]),
+    # Gemma 3's own template refuses tool turns, so prep cannot measure samples with it (no data.max_tokens) and
+    # training renders with gemma3_tools; the long ToolBench traces then need their full length.
+    ("gemma3", ["model.chat_template=gemma3_tools", "data.max_tokens=null", "training.max_length=8192"]),
+])
+def test_each_convertible_family_ends_with_verified_gguf_files(env, tiny_models, tmp_path, family, overrides):
+    if NO_GGUF:
+        pytest.skip(f"no GGUF export here: {NO_GGUF}")
+    tiny_models(family)  # built into the cache that `tiny:` reads
+    code, output = dispatch(tmp_path / family, f"model.name_or_path=tiny:{family}", *overrides)
+    assert code == 0, output
+    gguf = tmp_path / family / "gguf"
+    assert '"passed": true' in (tmp_path / family / "merged/verify.json").read_text()
+    assert '"passed": true' in (gguf / "verify.json").read_text()
+    for quant in QUANTS:
+        assert (gguf / f"{family}-{quant}.gguf").is_file() and (gguf / f"{family}-{quant}.Modelfile").is_file()

@@ -56,7 +56,8 @@ def test_loads_offline_and_runs(tiny_models, family):
     path = tiny_models(family)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
-    assert sum(f.stat().st_size for f in path.iterdir()) < 10_000_000
+    # Two layers stay under 10 MB; Gemma 3 has six, for the real 5 sliding : 1 global pattern llama.cpp assumes.
+    assert sum(f.stat().st_size for f in path.iterdir()) < (25_000_000 if family == "gemma3" else 10_000_000)
     assert model.config.vocab_size == len(tokenizer)
 
     ids = tokenizer("Dispatch unit 42 to Main Street.", return_tensors="pt").input_ids
