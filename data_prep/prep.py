@@ -14,12 +14,13 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from dispatchtune.errors import UserError
 
-from .readers import FORMATS, Item, detect, read_file
+from .readers import FORMATS, Item, open_records, read_records
 from .sample import Rejected, Sample
 from .split import SPLIT_BY, SplitInfo, assign
 from .validate import validate
@@ -35,10 +36,11 @@ class PrepConfig:
     heldout_frac: float = 0.1
     split_by: str = "query"
     seed: int = 0
-    tokenizer: str | None = None
+    tokenizer: str | None = None  # render with this tokenizer's own chat template (`prep --tokenizer`)
     max_tokens: int | None = None
     max_record_mb: float = 4.0
     progress: bool = True
+    chat_format: Any = None  # or a ready `train.mask.ChatFormat`: the training format (recipe template and kwargs)
 
 
 @dataclass
@@ -50,23 +52,31 @@ class _Source:
 
 
 class _TokenCheck:
-    """Renders each sample through the tokenizer's chat template with its tools; rejects those over max_tokens."""
+    """Renders each sample with its tools through a chat template; rejects those over max_tokens. The template is
+    the training format's (`chat_format`: a `train.mask.ChatFormat`, with the recipe's template and kwargs) or, for
+    `prep --tokenizer`, the tokenizer's own."""
 
-    def __init__(self, path: str, max_tokens: int | None):
-        from transformers import AutoTokenizer
+    def __init__(self, path: str | None, max_tokens: int | None, chat_format=None):
+        if chat_format is not None:
+            self.tok, self.template, self.kwargs = (chat_format.tokenizer, chat_format.inference_template,
+                                                    dict(chat_format.template_kwargs))
+        else:
+            from transformers import AutoTokenizer
 
-        try:
-            self.tok = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot load the tokenizer {path!r}: {str(e).splitlines()[0]}") from None
-        if not self.tok.chat_template:
-            raise UserError(f"the tokenizer {path!r} has no chat template; give one that has (OPT has none)")
+            try:
+                self.tok = AutoTokenizer.from_pretrained(path)
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot load the tokenizer {path!r}: {str(e).splitlines()[0]}") from None
+            if not self.tok.chat_template:
+                raise UserError(f"the tokenizer {path!r} has no chat template; give one that has (OPT has none)")
+            self.template, self.kwargs = None, {}
         self.max_tokens = max_tokens
         self.lengths: list[int] = []
 
     def __call__(self, sample: Sample) -> None:
         try:
-            ids = self.tok.apply_chat_template(sample.messages, tools=sample.tools or None, tokenize=True, return_dict=False)
+            ids = self.tok.apply_chat_template(sample.messages, tools=sample.tools or None, chat_template=self.template,
+                                               tokenize=True, return_dict=False, **self.kwargs)
         except Exception as e:  # jinja raises TemplateError and friends; the sample is the problem, not the run
             raise Rejected("template_error", f"{type(e).__name__}: {e}") from None
         if self.max_tokens and len(ids) > self.max_tokens:
@@ -97,7 +107,8 @@ def prep(cfg: PrepConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     tmp = {name: cfg.out / f".{name}.tmp" for name in OUTPUTS}
     accepted_tmp = cfg.out / ".accepted.jsonl.tmp"
-    token_check = _TokenCheck(cfg.tokenizer, cfg.max_tokens) if cfg.tokenizer else None
+    token_check = _TokenCheck(cfg.tokenizer, cfg.max_tokens, cfg.chat_format) \
+        if cfg.tokenizer or cfg.chat_format is not None else None
     max_chars = int(cfg.max_record_mb * (1 << 20))
 
     sources: dict[str, _Source] = {}
@@ -105,10 +116,10 @@ def prep(cfg: PrepConfig) -> dict:
     infos: list[SplitInfo] = []
     with open(accepted_tmp, "w", encoding="utf-8") as acc, open(tmp["rejected.jsonl"], "w", encoding="utf-8") as rej:
         for path in cfg.inputs:
-            fmt = _format_of(path, cfg.format)
+            fmt, records = _open(path, cfg.format)
             src = sources.setdefault(str(path), _Source(fmt))
             bar = tqdm(desc=path.name, unit=" rec", disable=not cfg.progress, leave=False, mininterval=0.5)
-            for item in read_file(path, fmt):
+            for item in read_records(records, path, fmt):
                 bar.update()
                 src.read += 1
                 problem = item.rejected
@@ -122,7 +133,7 @@ def prep(cfg: PrepConfig) -> dict:
                 acc.write(line + "\n")
                 meta = item.sample.meta
                 infos.append(SplitInfo(meta.get("split_key"), meta.get("tool_names") or item.sample.tool_names,
-                                       meta.get("category"), not _has_assistant(item.sample)))
+                                       meta.get("category"), not item.sample.has_assistant))
             bar.close()
 
     heldout = assign(infos, cfg.split_by, cfg.heldout_frac, cfg.seed)
@@ -151,15 +162,14 @@ def _check_config(cfg: PrepConfig) -> None:
         raise UserError(f"--split-by must be one of {', '.join(SPLIT_BY)}")
     if not 0 <= cfg.heldout_frac < 1:
         raise UserError("--heldout-frac must be in [0, 1)")
-    if cfg.max_tokens and not cfg.tokenizer:
+    if cfg.max_tokens and not cfg.tokenizer and cfg.chat_format is None:
         raise UserError("--max-tokens needs --tokenizer (token counts come from the model's chat template)")
 
 
-def _format_of(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
+def _open(path: Path, fmt: str):
+    """The file's format (detected with `auto`) and its records, read once."""
     try:
-        return detect(path)
+        return open_records(path, fmt)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -181,10 +191,6 @@ def _accept(item: Item, seen: dict, token_check, max_chars: int) -> tuple[str | 
         return None, r
     seen[key] = (item.source, item.index)
     return line, None
-
-
-def _has_assistant(sample: Sample) -> bool:
-    return any(m.get("role") == "assistant" for m in sample.messages)
 
 
 def _rejection_line(item: Item, problem: Rejected) -> str:

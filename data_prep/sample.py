@@ -14,8 +14,6 @@ from typing import Any, Iterator
 
 from .literal import NOT_LITERAL, python_literal
 
-ROLES = ("system", "user", "assistant", "tool")
-
 # Keys every sample's meta carries (None where unknown), so a `datasets` column keeps one type.
 META_KEYS = ("format", "source", "index", "id", "query_id", "tool_names", "category", "split_key", "expected_tools")
 
@@ -120,6 +118,11 @@ class Sample:
         m = self.meta
         place = f"{m.get('source') or '?'} record {m.get('index')}"
         return f"{place} (id {m['id']})" if m.get("id") is not None else place
+
+    @property
+    def has_assistant(self) -> bool:
+        """Whether any message is an assistant turn (a sample to learn from, not only a prompt)."""
+        return any(m.get("role") == "assistant" for m in self.messages)
 
     @property
     def tool_names(self) -> list[str]:

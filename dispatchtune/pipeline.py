@@ -31,7 +31,7 @@ from pathlib import Path
 from data_prep.prep import PrepConfig, prep, summary
 from data_prep.sample import read_jsonl
 from eval import generate
-from eval.cases import heldout_cases
+from eval.cases import heldout_cases, write_cases
 from eval.compare import compare, load_run
 from eval.report import rate
 from eval.suite import SUITES
@@ -40,7 +40,7 @@ from export import llama_cpp_tools
 from export.gguf import ALLOW_ENV, TOLERANCES, check_convertible, export_gguf
 from export.merge import merge
 from train.config import Recipe, load_recipe
-from train.sft import data_file, resolve_model, train
+from train.sft import data_file, load_format, resolve_model, train
 
 from .errors import UserError
 from .jsonl import json_lines
@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, [*args.overrides, *([f"run.dir={args.out}"] if args.out else [])])
+    recipe = load_recipe(args.recipe, [*args.overrides, *([f"run.dir={args.out}"] if args.out else [])],
+                         prep_inputs=True)
     try:
         pipeline(recipe)
     except Failed as e:
@@ -71,10 +72,11 @@ def pipeline(recipe: Recipe) -> None:
     """Every stage not yet complete, in order; raises Failed when the gate or a verification fails."""
     _check(recipe)
     run_dir, evals = recipe.dir, recipe.dir / "eval"
-    prep_stage(recipe)
-    train_stage(recipe)
+    base = resolve_model(recipe.model.name_or_path)  # once: prep, train and eval load the same path
+    prep_stage(recipe, base)
+    train_stage(recipe, base)
     cases = cases_stage(recipe, evals / "cases.jsonl")
-    base, adapter = resolve_model(recipe.model.name_or_path), run_dir / "adapter"
+    adapter = run_dir / "adapter"
     # The base renders with the adapter's tokenizer: the training template, so both answer the same prompts.
     runs = [eval_stage(recipe, evals / "base", cases, ["--model", base, "--tokenizer", str(adapter)]),
             eval_stage(recipe, evals / "adapter", cases, ["--model", base, "--adapter", str(adapter)])]
@@ -107,14 +109,11 @@ def _check(recipe: Recipe) -> None:
             raise UserError(f"eval.{key} must be positive (or null for the default)")
     if any(q not in TOLERANCES for q in quants):
         raise UserError(f"export.quants {quants}: choose from {', '.join(TOLERANCES)} ([] for no GGUF)")
-    default_data = (str(recipe.dir / "data/train.jsonl"), str(recipe.dir / "data/heldout.jsonl"))
-    if recipe.data.inputs and (recipe.data.train, recipe.data.heldout) != default_data:
-        raise UserError("data.inputs are prepared into RUN/data, where training reads them; "
-                        "set either data.inputs or data.train/data.heldout, not both")
 
 
-def prep_stage(recipe: Recipe) -> None:
-    """prep over data.inputs into RUN/data; without inputs, training takes data.train as it is."""
+def prep_stage(recipe: Recipe, model_path: str) -> None:
+    """prep over data.inputs into RUN/data; without inputs, training takes data.train as it is. With
+    data.max_tokens, samples are measured in the training format (the recipe's template and kwargs)."""
     out, d = recipe.dir / "data", recipe.data
     if (out / "stats.json").is_file():
         _skip("prep", f"{out / 'stats.json'} exists")
@@ -132,22 +131,19 @@ def prep_stage(recipe: Recipe) -> None:
             raise UserError(f"data.inputs: {pattern} matches no file (relative to {Path.cwd()})")
         inputs += found
     settings = {k: v for k, v in (("split_by", d.split_by), ("heldout_frac", d.heldout_frac)) if v is not None}
-    tokenizer = resolve_model(recipe.model.name_or_path) if d.max_tokens else None
-    stats = prep(PrepConfig(inputs, out, tokenizer=tokenizer, max_tokens=d.max_tokens, progress=sys.stderr.isatty(),
-                            **settings))
+    chat_format = load_format(recipe, model_path)[2] if d.max_tokens else None
+    stats = prep(PrepConfig(inputs, out, chat_format=chat_format, max_tokens=d.max_tokens,
+                            progress=sys.stderr.isatty(), **settings))
     print(summary(stats, out))
 
 
-def train_stage(recipe: Recipe) -> None:
+def train_stage(recipe: Recipe, model_path: str) -> None:
     """train, resuming from RUN/checkpoints when a killed run left a checkpoint there."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     if (recipe.dir / "run.json").is_file():
         _skip("train", f"{recipe.dir / 'run.json'} exists")
         return
-    checkpoints = Path(recipe.training.output_dir)
     _stage("train")
-    train(recipe, resume=checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)) is not None)
+    train(recipe, resume="auto", model_path=model_path)
 
 
 def cases_stage(recipe: Recipe, path: Path) -> Path:
@@ -163,16 +159,9 @@ def cases_stage(recipe: Recipe, path: Path) -> Path:
         cases = [cases[i] for i in sorted(random.Random(0).sample(range(len(cases)), limit))]
     if recipe.eval.suite:
         cases += SUITES[recipe.eval.suite]()
-    if not cases:
+    if not write_cases(cases, path, skipped):
         raise UserError(f"{recipe.data.heldout} gives no eval cases; hold out samples with answers "
                         "(data.heldout_frac) or add eval.suite=dispatch")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(c.to_json() + "\n" for c in cases), encoding="utf-8")
-    os.replace(tmp, path)
-    categories = Counter(c.category for c in cases)
-    print(f"eval cases: {len(cases)} ({', '.join(f'{c} {n}' for c, n in sorted(categories.items()))}) -> {path}"
-          + "".join(f"\n  skipped {n} {reason}" for reason, n in skipped.items()))
     return path
 
 

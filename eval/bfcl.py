@@ -45,17 +45,6 @@ _IGNORED = re.compile(r"[ ,./\-_*^]")
 
 # ---- the checker ----
 
-def tool_index(tools: list[dict]) -> dict[str, dict]:
-    """Tool name -> its parameter schema; the first of a repeated name wins, as BFCL's lookup does."""
-    index: dict[str, dict] = {}
-    for tool in tools:
-        fn = tool.get("function", tool) if isinstance(tool, dict) else {}
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            params = fn.get("parameters")
-            index.setdefault(fn["name"], params if isinstance(params, dict) else {})
-    return index
-
-
 def check_turn(tools: dict[str, dict], calls: list[ToolCall], expected: list[dict] | None) -> str | None:
     """Why `calls` fail BFCL's verdict for one turn, or None when they pass."""
     if expected is None:

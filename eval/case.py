@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Iterator
 
 from data_prep.sample import ToolCall, tool_name
 from data_prep.schema_types import json_type
@@ -62,8 +60,19 @@ def exact(calls: list[ToolCall], tools: list[dict] | None = None) -> list[dict]:
     `{key: [acceptable values]}`, so such a value is written that way; without the schema it stays as it is, and a
     checker that knows the parameter is an object would misread it.
     """
-    params = {tool_name(t): (t.get("function", t).get("parameters") or {}).get("properties") or {} for t in tools or []}
+    params = {name: schema.get("properties") or {} for name, schema in tool_index(tools or []).items()}
     return [{c.name: {k: [_answer(v, params.get(c.name, {}).get(k))] for k, v in c.arguments.items()}} for c in calls]
+
+
+def tool_index(tools: list[dict]) -> dict[str, dict]:
+    """Tool name -> its parameter schema; the first of a repeated name wins, as BFCL's lookup does."""
+    index: dict[str, dict] = {}
+    for tool in tools:
+        name = tool_name(tool)
+        if isinstance(name, str):
+            params = tool.get("function", tool).get("parameters")
+            index.setdefault(name, params if isinstance(params, dict) else {})
+    return index
 
 
 def _answer(value, schema) -> object:
@@ -100,9 +109,3 @@ class Prediction:
             return json.dumps({"id": self.id, **self.turns[0]}, ensure_ascii=False)
         return json.dumps({"id": self.id, "turns": self.turns}, ensure_ascii=False)
 
-
-def read_cases(path: str | Path) -> Iterator[Case]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield Case.from_dict(json.loads(line))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -25,7 +24,7 @@ from dispatchtune.errors import UserError
 
 from . import generate
 from .bfcl import read_bfcl
-from .cases import heldout_cases
+from .cases import heldout_cases, write_cases
 from .compare import compare
 from .report import cell, log_wandb, wandb_target
 from .score import score_files
@@ -98,26 +97,9 @@ def run_cases(args: argparse.Namespace) -> int:
         cases = read_bfcl(args.inputs, args.answers)
     else:
         cases = heldout_cases((s for path in args.inputs for s in read_jsonl(path)), skipped)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    categories: Counter = Counter()
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for case in cases:
-                categories[case.category] += 1
-                f.write(case.to_json() + "\n")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if not categories:
-        tmp.unlink()
+    if not write_cases(cases, args.out, skipped):
         raise UserError(f"no cases in {', '.join(map(str, args.inputs or [args.suite]))}"
                         + (f" ({', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""))
-    os.replace(tmp, args.out)
-    print(f"eval cases: {sum(categories.values())} cases ("
-          + ", ".join(f"{c} {n}" for c, n in sorted(categories.items())) + f") -> {args.out}")
-    for reason, n in skipped.items():
-        print(f"  skipped {n} {reason}")
     return 0
 
 
@@ -132,17 +114,24 @@ def run_score(args: argparse.Namespace) -> int:
     meta = {"name": args.name or args.out.resolve().name,
             **{k: getattr(args, k) or generation.get(k) for k in ("model", "adapter", "gguf")}}
     source = args.tokenizer or generation.get("tokenizer")
-    tokenizer = None if source in (None, "none") else _tokenizer(source)
+    tokenizer = None if source in (None, "none") else generate.load_tokenizer(
+        source, "pass --tokenizer none to read the call format off the text")
     meta["tokenizer"] = None if tokenizer is None else source
-    report = score_files(args.cases, args.predictions, args.out, args.format, args.answers, meta, tokenizer)
+    target = None if args.no_wandb else wandb_target(meta["adapter"], args.wandb_run)
+    return score_run(args.cases, args.predictions, args.out, meta, tokenizer, target, args.format, args.answers)
+
+
+def score_run(cases: Path, predictions: Path, out: Path, meta: dict, tokenizer, target: dict | None,
+              fmt: str = "cases", answers: list[Path] = ()) -> int:
+    """Scores `predictions` into `out` (report files), prints the summary and logs it to the wandb run `target`."""
+    report = score_files(cases, predictions, out, fmt, answers, meta, tokenizer)
     overall = report["overall"]
     print(f"eval score: {overall['cases']} cases, AST match {cell(overall, 'ast_match')}, tool selection "
-          f"{cell(overall, 'tool_selection')}, parsed {cell(overall, 'parsed')} -> {args.out}/report.{{json,md,png}}")
+          f"{cell(overall, 'tool_selection')}, parsed {cell(overall, 'parsed')} -> {out}/report.{{json,md,png}}")
     p = report["predictions"]
     if p["missing"] or p["unknown_ids"] or p["malformed_lines"] or p["duplicate_ids"]:
         print(f"  predictions: {p['missing']} cases without one, {p['unknown_ids']} unknown ids, "
               f"{p['malformed_lines']} malformed lines, {p['duplicate_ids']} repeated ids")
-    target = None if args.no_wandb else wandb_target(meta["adapter"], args.wandb_run)
     if target:
         try:
             log_wandb(report, target)
@@ -175,12 +164,3 @@ def _generation(predictions: Path) -> dict:
     except json.JSONDecodeError:
         raise UserError(f"{path} is not JSON; remove it or pass --model/--adapter/--gguf/--tokenizer") from None
 
-
-def _tokenizer(source: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the tokenizer {source!r} ({str(e).splitlines()[0]}); "
-                        "pass --tokenizer none to read the call format off the text") from None

@@ -19,7 +19,6 @@ Writes OUT/predictions.jsonl (one `Prediction` per case, in case order) and OUT/
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -29,8 +28,9 @@ from pathlib import Path
 
 from dispatchtune.errors import UserError
 
-from .case import Case, Prediction, read_cases
+from .case import Case, Prediction
 from .parse import parse_output
+from .score import file_hash, iter_cases
 
 GGUF_CONTEXT = 16384  # llama.cpp context: prep's 8192-token samples plus a long answer fit; its KV cache is allocated whole
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "adapter": _str(args.adapter), "gguf": _str(args.gguf),
         "tokenizer": backend.tokenizer_source,
         "template_kwargs": backend.template_kwargs,
-        "cases_file": str(args.cases), "cases_sha256": hashlib.sha256(args.cases.read_bytes()).hexdigest(),
+        "cases_file": str(args.cases), "cases_sha256": file_hash(args.cases),
         "cases": len(cases), "turns": stats["turns"], "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens, "tokens_generated": stats["tokens"],
         "unfinished_turns": stats["unfinished"], "template_errors": stats["template_errors"],
@@ -86,30 +86,19 @@ def run(args: argparse.Namespace) -> int:
     if len(cases) < len(every_case):  # scoring would fail the cases that did not run
         print(f"eval run: not scored, since --limit ran {len(cases)} of the {len(every_case)} cases")
         return 0
-    return _eval_command(["score", "--cases", str(args.cases), "--predictions", str(args.out / "predictions.jsonl"),
-                          "--out", str(args.out)])
+    from .cli import score_run  # eval.cli imports this module
+    from .report import wandb_target
 
-
-def _eval_command(argv: list[str]) -> int:
-    """Runs `dispatchtune eval ARGV` (here: `eval score` on what was just written, with its defaults)."""
-    from .cli import add_arguments as eval_arguments  # eval.cli imports this module
-
-    parser = argparse.ArgumentParser(prog="dispatchtune eval")
-    eval_arguments(parser)
-    args = parser.parse_args(argv)
-    return args._eval(args)
+    meta = {"name": args.out.resolve().name, **{k: report[k] for k in ("model", "adapter", "gguf", "tokenizer")}}
+    return score_run(args.cases, args.out / "predictions.jsonl", args.out, meta, backend.tokenizer,
+                     wandb_target(meta["adapter"], None))
 
 
 def load_cases(path: Path) -> list[Case]:
-    try:
-        cases = list(read_cases(path))
-    except FileNotFoundError:
-        raise UserError(f"--cases {path}: no such file") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"--cases {path}: not a cases file ({type(e).__name__}: {e})") from None
-    if not cases:
-        raise UserError(f"--cases {path}: no cases")
-    return cases
+    """Every case of a cases file, checked as `eval score` checks them (so a bad file fails before generation)."""
+    if not path.is_file():
+        raise UserError(f"--cases {path}: no such file")
+    return list(iter_cases(path))
 
 
 class Backend:
@@ -174,7 +163,7 @@ class HFBackend(Backend):
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
 
-        tokenizer = _load_tokenizer(tokenizer_source)
+        tokenizer = load_tokenizer(tokenizer_source)
         super().__init__(tokenizer, tokenizer_source, max_new_tokens, template_kwargs)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
@@ -231,7 +220,7 @@ class GGUFBackend(Backend):
         if not gguf.is_file():
             raise UserError(f"--gguf {gguf}: no such file")
         self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=GGUF_CONTEXT, n_gpu_layers=-1, seed=0, verbose=False)
-        tokenizer = _load_tokenizer(tokenizer_source)
+        tokenizer = load_tokenizer(tokenizer_source)
         super().__init__(tokenizer, tokenizer_source, max_new_tokens, template_kwargs,
                          chat_template=self.llm.metadata.get("tokenizer.chat_template"))
         self.device = "llama.cpp"
@@ -341,13 +330,15 @@ def _next_turn(case: Case, k: int, text: str, tokenizer, prompt: str) -> list[di
     return [{"role": "assistant", "content": "", "tool_calls": tool_calls}, *results]
 
 
-def _load_tokenizer(source: str):
+def load_tokenizer(source: str, advice: str = ""):
+    """The tokenizer at `source` (a Hub id or a directory); a UserError, ending with `advice`, when there is none."""
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(source)
-    except OSError as e:
-        raise UserError(f"cannot load a tokenizer from {source} ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the tokenizer {source!r} ({str(e).splitlines()[0]})"
+                        + (f"; {advice}" if advice else "")) from None
 
 
 def _json_object(text: str) -> dict:

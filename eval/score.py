@@ -33,9 +33,10 @@ import orjson  # 2-3x faster than json on these lines: decoding was 15% of scori
 
 from data_prep.sample import Rejected, ToolCall
 from dispatchtune.errors import UserError
+from dispatchtune.jsonl import json_lines
 
-from .bfcl import check_call, check_turn, literal, read_bfcl, standardize, tool_index
-from .case import Case, Prediction, Turn
+from .bfcl import check_call, check_turn, literal, read_bfcl, standardize
+from .case import Case, Prediction, Turn, tool_index
 from .cases import chain_links, leaves, message_text
 
 METRICS = ("parsed", "tool_selection", "arguments", "exact_match", "ast_match", "order", "gating")
@@ -67,14 +68,9 @@ def score_case(case: Case, prediction: Prediction | str | None, tokenizer=None) 
         return _failed(case, f"no prediction for turn {len(decoded)} of this {len(case.turns)}-turn chain")
     tools = tool_index(case.tools)
     turns = [score_turn(tools, turn, calls, why) for turn, (calls, why) in zip(case.turns, decoded)]
+    row = {"id": case.id, "category": case.category, **{m: _all(t[m] for t in turns) for m in METRICS[:5]}}
     if not case.is_chain:
-        t = turns[0]
-        return {"id": case.id, "category": case.category, "parsed": t["parsed"], "tool_selection": t["tool_selection"],
-                "arguments": t["arguments"], "exact_match": t["exact_match"], "ast_match": t["ast_match"],
-                "order": None, "gating": None, "reason": t["reason"]}
-    row = {"id": case.id, "category": case.category}
-    for metric in METRICS[:5]:
-        row[metric] = _all(t[metric] for t in turns)
+        return {**row, "order": None, "gating": None, "reason": turns[0]["reason"]}
     order, gating = _order(case, decoded), _gating(case, decoded)
     row["order"], row["gating"] = order is None, gating is None
     # the first failing turn's reason, then the chain's own
@@ -253,7 +249,10 @@ def _failed(case: Case, reason: str) -> dict:
 def iter_cases(path: Path, fmt: str = "cases", answers: list[Path] = ()) -> Iterator[Case]:
     """Cases from a cases file (`eval cases` output) or, with fmt `bfcl`, a BFCL test file and its answers; streamed,
     so a large file never sits in memory whole. Malformed cases, repeated ids, or none at all are the user's mistake."""
-    cases = read_bfcl([path], list(answers)) if fmt == "bfcl" else (_case(path, n, line) for n, line in _lines(path))
+    if fmt == "bfcl":
+        cases = read_bfcl([path], list(answers))
+    else:
+        cases = (_case(path, n, record) for n, record in json_lines(path, orjson.loads))
     seen: set[str] = set()
     for case in cases:
         if case.id in seen:
@@ -267,11 +266,12 @@ def iter_cases(path: Path, fmt: str = "cases", answers: list[Path] = ()) -> Iter
         raise UserError(f"{path} holds no cases")
 
 
-def _case(path: Path, n: int, line: str) -> Case:
+def _case(path: Path, n: int, record: Any) -> Case:
     try:
-        return Case.from_dict(orjson.loads(line))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        hint = " (a BFCL test file? pass --format bfcl --answers FILE)" if '"question"' in line else ""
+        return Case.from_dict(record)
+    except (KeyError, TypeError, AttributeError) as e:
+        bfcl = isinstance(record, dict) and "question" in record
+        hint = " (a BFCL test file? pass --format bfcl --answers FILE)" if bfcl else ""
         raise UserError(f"{path} line {n}: not a case ({type(e).__name__}: {e}){hint}") from None
 
 
@@ -295,14 +295,8 @@ def load_predictions(path: Path) -> tuple[dict[str, Prediction | str], dict]:
     """id -> prediction (or why it is malformed), and counts of the lines that are no prediction at all."""
     predictions: dict[str, Prediction | str] = {}
     stats = {"lines": 0, "malformed_lines": 0, "duplicate_ids": 0, "examples": []}
-    for n, line in _lines(path):
+    for n, (record, problem) in json_lines(path, _prediction_line):
         stats["lines"] += 1
-        try:
-            record = orjson.loads(line)
-        except json.JSONDecodeError as e:  # orjson's error is a subclass
-            record, problem = None, f"not JSON ({e.msg})"
-        else:
-            problem = None if isinstance(record, dict) and "id" in record else "not an object with an id"
         if problem:
             stats["malformed_lines"] += 1
             _example(stats, f"line {n}: {problem}")
@@ -326,18 +320,13 @@ def _example(stats: dict, text: str) -> None:
         stats["examples"].append(text)
 
 
-def _lines(path: Path):
+def _prediction_line(line: str) -> tuple[Any, str | None]:
+    """A predictions line and what is wrong with it: a bad line is counted, not an error."""
     try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-    with f:
-        try:
-            for n, line in enumerate(f, 1):
-                if not line.isspace():
-                    yield n, line
-        except UnicodeDecodeError:
-            raise UserError(f"{path} is not UTF-8 text (JSON Lines expected)") from None
+        record = orjson.loads(line)
+    except json.JSONDecodeError as e:  # orjson's error is a subclass
+        return None, f"not JSON ({e.msg})"
+    return record, None if isinstance(record, dict) and "id" in record else "not an object with an id"
 
 
 def file_hash(*paths: Path) -> str:

@@ -150,6 +150,15 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def verified_report(stage_dir: Path) -> dict | None:
+    """The verify report in `stage_dir` if it says the output passed, else None (missing, unreadable or failed)."""
+    try:
+        report = json.loads((stage_dir / VERIFY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and report.get("passed") else None
+
+
 def existing_output(final: Path, force: bool) -> dict | None:
     """The verify report of a complete output at `final` (to skip the work), or None if there is none (or --force).
 
@@ -157,11 +166,10 @@ def existing_output(final: Path, force: bool) -> dict | None:
     """
     if force or not final.exists() or (final.is_dir() and not any(final.iterdir())):
         return None
-    try:
-        report = json.loads((final / VERIFY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise UserError(f"{final} exists but is not a complete output; remove it or pass --force") from None
-    if not report.get("passed"):
+    report = verified_report(final)
+    if report is None:
+        if not (final / VERIFY_FILE).is_file():
+            raise UserError(f"{final} exists but is not a complete output; remove it or pass --force")
         raise UserError(f"{final} holds an output that failed verification; remove it or pass --force")
     return report
 

@@ -16,6 +16,7 @@ import yaml
 
 from train.mask import end_of_turn_token
 
+from .merge import read_adapter_config
 from .modelfile import template_name
 
 TAGS = ["tool-calling", "function-calling", "dispatchtune", "lora"]
@@ -43,9 +44,9 @@ def model_card(run_dir: Path, repo_id: str, *, include: list[str], datasets: lis
     from transformers import AutoTokenizer
 
     adapter = run_dir / "adapter"
-    adapter_config = read_json(adapter / "adapter_config.json") or {}
+    adapter_config = read_adapter_config(adapter)
     run = read_json(run_dir / "run.json") or {}
-    base = (run.get("model") or {}).get("name_or_path") or adapter_config.get("base_model_name_or_path", "")
+    base = (run.get("model") or {}).get("name_or_path") or adapter_config.base_model_name_or_path or ""
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     gguf = read_json(run_dir / "gguf" / "verify.json") if "gguf" in include else None
     metadata = {
@@ -88,7 +89,7 @@ def _format_section(tokenizer, template_kwargs: dict | None) -> str:
         "render prompts with `tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True"
         + "".join(f", {k}={v!r}" for k, v in (template_kwargs or {}).items()) + ")`"
         + (" (the template variables training used)" if template_kwargs else "") + ". "
-        f"The model calls tools {fmt}. A turn ends with `{end_of_turn_token(tokenizer) if tokenizer.chat_template else tokenizer.eos_token}`: "
+        f"The model calls tools {fmt}. A turn ends with `{end_of_turn_token(tokenizer)}`: "
         "stop generation there.\n\n<details><summary>Chat template (Jinja)</summary>\n\n"
         f"```jinja\n{template.strip()}\n```\n\n</details>"
     )
@@ -140,13 +141,14 @@ def _eval_section(run_dir: Path) -> str:
             f"with Wilson 95% intervals).\n\n{table}")
 
 
-def _recipe_section(run: dict, adapter_config: dict) -> str:
+def _recipe_section(run: dict, adapter_config) -> str:
     recipe = run.get("recipe") or {}
     rows = {
-        "base model": (run.get("model") or {}).get("name_or_path") or adapter_config.get("base_model_name_or_path"),
+        "base model": (run.get("model") or {}).get("name_or_path") or adapter_config.base_model_name_or_path,
         "LoRA rank / alpha / dropout": " / ".join(str(x) for x in (
-            adapter_config.get("r"), adapter_config.get("lora_alpha"), adapter_config.get("lora_dropout"))),
-        "target modules": ", ".join(sorted(adapter_config.get("target_modules") or [])),
+            adapter_config.r, adapter_config.lora_alpha, adapter_config.lora_dropout)),
+        "target modules": adapter_config.target_modules if isinstance(adapter_config.target_modules, str)
+        else ", ".join(sorted(adapter_config.target_modules or [])),
         "QLoRA (4-bit base)": (run.get("model") or {}).get("qlora"),
         "training data": _data((run.get("data") or {}).get("train") or {}),
         "steps": (run.get("metrics") or {}).get("steps"),

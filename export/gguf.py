@@ -34,7 +34,7 @@ from . import (
     verification_prompts, write_json,
 )
 from . import llama_cpp_tools as tools
-from .modelfile import write_modelfile
+from .modelfile import modelfile_settings, write_modelfile
 
 # Logits of each GGUF type vs the merged model in float32, at every prompt position. The bounds sit beyond what tiny
 # random models show (the worst case for quantisation: near-flat distributions, Gaussian weights, one K-quant super-
@@ -114,7 +114,8 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
                             "pass --force to replace it")
         return {**done, "skipped": True}
     model_dir = Path(model_dir)
-    check_convertible(model_dir)
+    config = read_config(model_dir)
+    check_convertible(model_dir, config)
     try:
         import llama_cpp  # noqa: F401  (checked here, before minutes of conversion)
     except ImportError:
@@ -124,7 +125,7 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pretokenizer = _fallback_pretokenizer(model_dir) if allow_unknown_pretokenizer else None
-    source = _lossless_type(model_dir)
+    source = _lossless_type(config)
     with staging(out_dir) as tmp:
         log = tmp / "llama.cpp.log"
         paths = {q: tmp / f"{name}-{q}.gguf" for q in quants}
@@ -141,10 +142,12 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
         if source not in quants:
             source_path.unlink()
         print("export gguf: verifying against the merged model")
-        files = verify_files(model_dir, tokenizer, paths)
-        template_kwargs = _template_kwargs(run_json)
+        stops = stop_ids(model_dir)
+        files = verify_files(model_dir, tokenizer, paths, stops)
+        settings = modelfile_settings(tokenizer, stops, getattr(config, "max_position_embeddings", None),
+                                      template_kwargs=_template_kwargs(run_json))
         for path in paths.values():
-            write_modelfile(path, model_dir, tokenizer, template_kwargs=template_kwargs)
+            write_modelfile(path, settings)
         report = {
             "check": "each GGUF vs the merged model (float32): metadata, token ids, logits at every prompt position"
                      " and, for f32/f16 files, greedy continuations",
@@ -162,25 +165,33 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
     return report
 
 
-def _lossless_type(model_dir: Path) -> str:
+def _lossless_type(config) -> str:
     """The GGUF float type holding the merged weights exactly: quantised files are made from it, so their only
     rounding is their own (an f16 step in between would add one to every bf16 or f32 weight)."""
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    dtype = config.get("dtype") or config.get("torch_dtype")  # transformers 5 / 4 spelling
+    dtype = str(config.dtype).removeprefix("torch.") if config.dtype is not None else None
     return {"bfloat16": "bf16", "float16": "f16"}.get(dtype, "f32")
 
 
-def check_convertible(model_dir: Path) -> None:
-    """Refuse, before any work, a model llama.cpp's converter has no class for (OPT, for one)."""
+def read_config(model_dir: Path):
+    """The merged model's transformers config (read once and passed around)."""
+    from transformers import AutoConfig
+
+    if not (Path(model_dir) / "config.json").is_file():
+        raise UserError(f"{model_dir} has no config.json; --model must be a merged model directory")
     try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{model_dir} has no config.json; --model must be a merged model directory") from None
-    architectures = config.get("architectures") or []
+        return AutoConfig.from_pretrained(model_dir)
+    except ValueError as e:  # a model_type transformers does not know: llama.cpp's converter has no class either
+        raise UserError(f"llama.cpp's converter cannot convert {model_dir}: {e}") from None
+
+
+def check_convertible(model_dir: Path, config=None) -> None:
+    """Refuse, before any work, a model llama.cpp's converter has no class for (OPT, for one)."""
+    config = config or read_config(model_dir)
+    architectures = config.architectures or []
     supported = tools.supported_architectures(tools.converter_dir())
     if not any(a in supported for a in architectures):
         raise UserError(f"llama.cpp's converter cannot convert {', '.join(architectures) or 'this model'} "
-                        f"(model_type {config.get('model_type')!r}): it has no GGUF architecture for it; use the "
+                        f"(model_type {config.model_type!r}): it has no GGUF architecture for it; use the "
                         "merged transformers model instead")
 
 
@@ -196,14 +207,20 @@ def _fallback_pretokenizer(model_dir: Path) -> str | None:
     return tools.pretokenizer_for(json.loads(path.read_text(encoding="utf-8")))
 
 
-def verify_files(model_dir: Path, tokenizer, paths: dict[str, Path]) -> list[dict]:
+def stop_ids(model_dir: Path) -> list[int]:
+    """The merged model's generation-config stop (eos) ids, sorted."""
+    from transformers import GenerationConfig
+
+    eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+    return sorted(set(eos if isinstance(eos, list) else [eos]) - {None})
+
+
+def verify_files(model_dir: Path, tokenizer, paths: dict[str, Path], stop_ids: list[int]) -> list[dict]:
     """Check every GGUF in `paths` (quant type -> file) against the merged model; one report entry per file."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
-    stop_ids = sorted(set(eos if isinstance(eos, list) else [eos]) - {None})
     prompts = verification_prompts(tokenizer)
     ids = [token_ids(tokenizer, p) for p in prompts]
     reference = [hf_logits(model, i) for i in ids]

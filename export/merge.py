@@ -74,8 +74,8 @@ def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenize
     done = existing_output(out_dir, force)
     if done:
         return {**done, "skipped": True}
-    adapter_config = _read_adapter_config(adapter_dir)
-    base = base or adapter_config.get("base_model_name_or_path")
+    adapter_config = read_adapter_config(adapter_dir)
+    base = base or adapter_config.base_model_name_or_path
     if not base:
         raise UserError(f"{adapter_dir}/adapter_config.json names no base model; pass --base")
 
@@ -158,15 +158,19 @@ def _keep_sentencepiece_model(base: str, tokenizer_dir: Path, out: Path) -> None
         shutil.copyfile(source, out / "tokenizer.model")
 
 
-def _read_adapter_config(adapter_dir: Path) -> dict:
+def read_adapter_config(adapter_dir: Path):
+    """The LoRA adapter's PEFT config; a UserError for a directory that is not a LoRA adapter."""
+    from peft import PeftConfig
+
     path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise UserError(f"{path} not found; --adapter must be a PEFT adapter directory (train writes RUN/adapter)")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path} not found; --adapter must be a PEFT adapter directory (train writes RUN/adapter)"
-                        ) from None
-    if config.get("peft_type") != "LORA":
-        raise UserError(f"{adapter_dir} holds a {config.get('peft_type')} adapter; merge handles LoRA adapters")
+        config = PeftConfig.from_pretrained(str(adapter_dir))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{path} is not a PEFT adapter config: {e}") from None
+    if config.peft_type != "LORA":
+        raise UserError(f"{adapter_dir} holds a {getattr(config.peft_type, 'value', config.peft_type)} adapter; merge handles LoRA adapters")
     return config
 
 

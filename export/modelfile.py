@@ -19,6 +19,8 @@ templates write it into the text). Only a conversation's leading system message 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 # The Go templates, written the way Ollama's own are: `{{-` trims the newline before an action, so a template can be
@@ -170,6 +172,7 @@ def _fill(template: str, **parts: str) -> str:
     return template
 
 
+@lru_cache(maxsize=1)
 def _known_templates() -> dict[str, str]:
     """Training template name -> its Jinja text: TRL's copies of the originals, and train/templates."""
     from dispatchtune.tiny_models import chat_template
@@ -217,8 +220,11 @@ def go_template(tokenizer, template_kwargs: dict | None = None) -> str | None:
 def modelfile(gguf_name: str, tokenizer, stop_tokens: list[str], *, template_kwargs: dict | None = None,
               num_ctx: int | None = None) -> str:
     """Modelfile text for `ollama create NAME -f <file>.Modelfile`, run in the GGUF file's directory."""
+    return _modelfile_text(gguf_name, go_template(tokenizer, template_kwargs), stop_tokens, num_ctx)
+
+
+def _modelfile_text(gguf_name: str, template: str | None, stop_tokens: list[str], num_ctx: int | None) -> str:
     lines = [f"FROM ./{gguf_name}"]
-    template = go_template(tokenizer, template_kwargs)
     if template is None:
         lines.append("# No TEMPLATE: dispatchtune has no Ollama translation of this model's chat template; Ollama "
                      "falls back to its own guess from the GGUF's tokenizer.chat_template.")
@@ -233,17 +239,27 @@ def modelfile(gguf_name: str, tokenizer, stop_tokens: list[str], *, template_kwa
     return "\n".join(lines) + "\n"
 
 
-def write_modelfile(gguf_path: Path, model_dir: Path, tokenizer, *, template_kwargs: dict | None = None) -> Path:
-    """`<file>.Modelfile` beside `gguf_path`: stops from the model's generation config, context from its config."""
-    from transformers import AutoConfig, GenerationConfig
+@dataclass(frozen=True)
+class ModelfileSettings:
+    """What every `<file>.Modelfile` of one model shares, worked out once for all its GGUF files."""
+    template: str | None  # the Ollama TEMPLATE, None where the chat template is not one translated here
+    stop_tokens: list[str]
+    num_ctx: int
 
-    eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
-    stop = tokenizer.convert_ids_to_tokens(sorted(set(eos if isinstance(eos, list) else [eos]) - {None}))
-    max_positions = getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", None)
+
+def modelfile_settings(tokenizer, stop_ids: list[int], max_positions: int | None, *,
+                       template_kwargs: dict | None = None) -> ModelfileSettings:
+    """Stops from the model's generation-config stop ids, context from its max_position_embeddings (capped)."""
+    template = go_template(tokenizer, template_kwargs)
+    if template is None:
+        print("warning: the Modelfiles have no TEMPLATE: the chat template is not one dispatchtune translates for "
+              "Ollama", file=sys.stderr)
+    return ModelfileSettings(template, tokenizer.convert_ids_to_tokens(stop_ids), min(8192, max_positions or 8192))
+
+
+def write_modelfile(gguf_path: Path, settings: ModelfileSettings) -> Path:
+    """`<file>.Modelfile` beside `gguf_path`."""
     out = gguf_path.with_suffix(".Modelfile")
-    out.write_text(modelfile(gguf_path.name, tokenizer, stop, template_kwargs=template_kwargs,
-                             num_ctx=min(8192, max_positions or 8192)), encoding="utf-8")
-    if template_name(tokenizer.chat_template) is None:
-        print(f"warning: {out.name} has no TEMPLATE: the chat template is not one dispatchtune translates for Ollama",
-              file=sys.stderr)
+    out.write_text(_modelfile_text(gguf_path.name, settings.template, settings.stop_tokens, settings.num_ctx),
+                   encoding="utf-8")
     return out

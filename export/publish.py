@@ -14,12 +14,12 @@ card is built from RUN's files alone. HF_ENDPOINT points the client at another H
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from dispatchtune.errors import UserError
 
+from . import verified_report
 from .card import model_card
 
 EXTRAS = ("merged", "gguf")  # what --include can add, each a verified stage output in RUN
@@ -95,11 +95,7 @@ def publish(run_dir: Path, repo_id: str, *, include: list[str], private: bool = 
 
 def _verified(stage_dir: Path) -> Path:
     """A stage output whose verify.json says it passed; anything else is not published."""
-    try:
-        passed = json.loads((stage_dir / "verify.json").read_text(encoding="utf-8")).get("passed")
-    except (OSError, ValueError):
-        passed = False
-    if not passed:
+    if verified_report(stage_dir) is None:
         command = "merge" if stage_dir.name == "merged" else "export gguf"
         raise UserError(f"{stage_dir} is not a verified output; run `dispatchtune {command} --run {stage_dir.parent}`")
     return stage_dir

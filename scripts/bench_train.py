@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
@@ -282,12 +281,11 @@ def train_once(setup: str, args, work: Path) -> dict:
 
     import torch
     from accelerate import PartialState
-    from peft import LoraConfig
     from transformers import AutoConfig, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from train.config import load_recipe
-    from train.sft import _set_model_init, check_packing
+    from train.sft import _set_model_init, check_packing, peft_config
 
     cuda = torch.cuda.is_available()
     s = settings(args)
@@ -312,8 +310,7 @@ def train_once(setup: str, args, work: Path) -> dict:
     trainer = SFTTrainer(
         model=str(model_path), args=config, train_dataset=dataset,
         processing_class=AutoTokenizer.from_pretrained(work / "tiny"),
-        peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                               target_modules=lora.target_modules, task_type="CAUSAL_LM"),
+        peft_config=peft_config(lora),
         quantization_config=quantization,
     )
     if trainer.padding_free:
@@ -458,15 +455,12 @@ def machine(cuda: bool) -> str:
 
 
 def versions() -> str:
+    from train.sft import _versions
+
     names = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "liger-kernel", "bitsandbytes",
              "flash-attn", "kernels")
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            found.append(f"{name} -")
-    return ", ".join(found) + f"; Python {platform.python_version()}"
+    found = _versions(names)
+    return ", ".join(f"{name} {found.get(name, '-')}" for name in names) + f"; Python {platform.python_version()}"
 
 
 def derive_lengths(toolbench: Path) -> list[tuple[int, int]]:

@@ -25,7 +25,8 @@ import pytest
 
 from data_prep.readers import bfcl as bfcl_reader
 from data_prep.sample import ToolCall
-from eval.bfcl import check_turn, tool_index
+from eval.bfcl import check_turn
+from eval.case import tool_index
 
 pytest.importorskip("bfcl_eval", reason="pip install --no-deps bfcl-eval (scripts/setup.sh does)")
 

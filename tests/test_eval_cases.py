@@ -11,9 +11,9 @@ from data_prep.sample import Sample, function_tool, read_jsonl
 from dispatchtune.cli import main
 from dispatchtune.errors import UserError
 from eval.bfcl import read_bfcl
-from eval.case import Prediction, exact, read_cases
+from eval.case import Prediction, exact
 from eval.cases import heldout_cases
-from eval.score import score_case
+from eval.score import iter_cases, score_case
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -96,7 +96,7 @@ def test_cases_cli_writes_cases_that_read_back_and_ids_are_deterministic(heldout
         assert main(["eval", "cases", "--from", str(heldout), "--out", str(out)]) == 0
     assert outs[0].read_text() == outs[1].read_text()
     assert "eval cases: 35 cases" in capsys.readouterr().out
-    assert [c.id for c in read_cases(outs[0])][:2] == ["sample/G1_answer_10_DFS#0", "sample/G1_answer_10_DFS#1"]
+    assert [c.id for c in iter_cases(outs[0])][:2] == ["sample/G1_answer_10_DFS#0", "sample/G1_answer_10_DFS#1"]
 
 
 def test_cases_cli_wrong_input_is_one_line_and_exit_2(tmp_path, capsys):
@@ -258,7 +258,7 @@ def test_bfcl_score_cli_reads_test_and_answer_files_directly(tmp_path, examples,
     assert rows["live_relevance_1-1-0"]["reason"] == "no prediction"
     assert main(["eval", "cases", "--format", "bfcl", "--from", str(tests), "--answers", str(answers),
                  "--out", str(tmp_path / "c.jsonl")]) == 0
-    assert len(list(read_cases(tmp_path / "c.jsonl"))) == 4
+    assert len(list(iter_cases(tmp_path / "c.jsonl"))) == 4
 
 
 def test_bfcl_without_any_matching_answer_or_in_java_is_a_user_error(tmp_path, examples):
@@ -276,7 +276,7 @@ def test_bfcl_without_any_matching_answer_or_in_java_is_a_user_error(tmp_path, e
 def test_cases_cli_writes_a_built_in_suite(tmp_path, capsys):
     out = tmp_path / "suite.jsonl"
     assert main(["eval", "cases", "--suite", "dispatch", "--out", str(out)]) == 0
-    cases = list(read_cases(out))
+    cases = list(iter_cases(out))
     assert len(cases) >= 60 and any(c.is_chain for c in cases)
     assert main(["eval", "cases", "--suite", "dispatch", "--answers", str(out), "--out", str(out)]) == 2
     assert "--answers goes with --format bfcl" in capsys.readouterr().err

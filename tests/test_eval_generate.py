@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dispatchtune.errors import UserError
 from eval import generate
-from eval.case import read_cases
 from eval.generate import Backend, HFBackend, end_of_turn, predict
+from eval.score import iter_cases
 from eval.suite import load_dispatch_suite
 
 CASE_IDS = ("sel-weather-umbrella", "par-currency-three", "none-thanks", "fmt-attendees", "chain-calendar-directions")
@@ -260,4 +260,4 @@ def test_user_errors(tiny_models, cases_file, tmp_path):
         eval_run("--model", model, "--cases", cases_file, "--out", tmp_path / "out", "--template-kwargs", "[1]")
     with pytest.raises(UserError, match="must be positive"):
         eval_run("--model", model, "--cases", cases_file, "--out", tmp_path / "out", "--batch-size", 0)
-    assert len(list(read_cases(cases_file))) == len(CASE_IDS)
+    assert len(list(iter_cases(cases_file))) == len(CASE_IDS)

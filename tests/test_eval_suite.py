@@ -7,7 +7,8 @@ import pytest
 
 from data_prep.sample import Rejected, ToolCall
 from data_prep.validate import check_value
-from eval.bfcl import literal, tool_index
+from eval.bfcl import literal
+from eval.case import tool_index
 from eval.case import Case, Prediction
 from eval.score import score
 from eval.suite import SUITES, load_dispatch_suite

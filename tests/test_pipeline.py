@@ -137,8 +137,8 @@ def test_recipe_mistakes_are_refused_before_any_work(env, tmp_path, capsys, over
 
 @pytest.mark.parametrize("family, overrides", [
     ("llama-3.2", ["model.template_kwargs={date_string: 26 Jul 2024}"]),
-    # Gemma 3's own template refuses tool turns, so prep cannot measure samples with it (no data.max_tokens) and
-    # training renders with gemma3_tools; the long ToolBench traces then need their full length.
+    # Gemma 3 trains with gemma3_tools (its own template refuses tool turns); without data.max_tokens the long
+    # ToolBench traces stay, and need their full length.
     ("gemma3", ["model.chat_template=gemma3_tools", "data.max_tokens=null", "training.max_length=8192"]),
 ])
 def test_each_convertible_family_ends_with_verified_gguf_files(env, tiny_models, tmp_path, family, overrides):

@@ -119,3 +119,22 @@ def test_token_check_rejects_long_samples_and_reports_lengths(tmp_path, tiny_mod
     assert stats["by_reason"] == {"too_long": 1}
     assert stats["tokens"]["count"] == 1 and 0 < stats["tokens"]["max"] <= 300
     assert "over --max-tokens 300" in rejected(out)[0]["message"]
+
+
+def test_token_check_measures_with_a_given_chat_format(tmp_path, tiny_models):
+    """`dispatchtune run` hands prep the training format: the recipe's template and kwargs, not the tokenizer's own."""
+    from transformers import AutoTokenizer
+
+    from train.mask import ChatFormat, resolve_template
+
+    tok = AutoTokenizer.from_pretrained(tiny_models("llama-3.2"))
+    fmt = ChatFormat.from_tokenizer(tok, chat_template=resolve_template("chatml_tools"),
+                                    template_kwargs={"date_string": "26 Jul 2024"})
+    f = tmp_path / "d.json"
+    f.write_text(json.dumps([record("Tokyo")]))
+    stats, _ = run_prep(tmp_path, [f], chat_format=fmt, max_tokens=10_000, heldout_frac=0.0)
+    sample = next(read_jsonl(tmp_path / "out/train.jsonl"))
+    want = tok.apply_chat_template(sample.messages, tools=sample.tools, chat_template=fmt.inference_template,
+                                   tokenize=True, return_dict=False, date_string="26 Jul 2024")
+    own = tok.apply_chat_template(sample.messages, tools=sample.tools, tokenize=True, return_dict=False)
+    assert stats["tokens"]["count"] == 1 and stats["tokens"]["max"] == len(want) != len(own)

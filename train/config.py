@@ -55,7 +55,7 @@ class DataArgs:
     inputs: list[str] | None = None  # input files or globs, relative to the working directory
     split_by: str | None = None  # query, tool or category
     heldout_frac: float | None = None
-    max_tokens: int | None = None  # set: render each sample with the model's tokenizer, reject longer ones
+    max_tokens: int | None = None  # set: render each sample in the training format (model.chat_template), reject longer
 
 
 @dataclass
@@ -117,8 +117,10 @@ SECTIONS = {"model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "run": RunAr
 OUR_SECTIONS = [name for name, cls in SECTIONS.items() if cls]
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """The recipe at `path` with `section.key=value` overrides applied; UserError for any unknown key or bad value."""
+def load_recipe(path: str | Path, overrides: list[str] = (), *, prep_inputs: bool = False) -> Recipe:
+    """The recipe at `path` with `section.key=value` overrides applied; UserError for any unknown key or bad value.
+    prep_inputs (`dispatchtune run`): data.inputs are prepared into RUN/data, where training reads them, so the
+    recipe may set data.inputs or data.train/data.heldout, not both."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"recipe file {path} not found; pass one of recipes/*.yaml or a path to your own")
@@ -146,6 +148,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
             raise UserError(f"unknown recipe section {section!r}{_suggest(section, SECTIONS)}")
 
     model, lora, data, run, eval_, export = (_parse(s, SECTIONS[s], raw.get(s, {})) for s in OUR_SECTIONS)
+    if prep_inputs and data.inputs and (data.train is not None or data.heldout is not None):
+        raise UserError("data.inputs are prepared into RUN/data, where training reads them; "
+                        "set either data.inputs or data.train/data.heldout, not both")
     run.dir = os.path.expandvars(run.dir or f"runs/{path.stem}")
     run.name = run.name or Path(run.dir).name
     data.train = os.path.expandvars(data.train or f"{run.dir}/data/train.jsonl")

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from data_prep.sample import Sample, read_jsonl
+from data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
 
 from .config import Recipe, load_recipe
@@ -51,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def train(recipe: Recipe, *, resume: bool = False, callbacks=()) -> dict:
-    """Train, save RUN/adapter and RUN/run.json; return what run.json holds. `callbacks`: extra TrainerCallbacks."""
+def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None = None, callbacks=()) -> dict:
+    """Train, save RUN/adapter and RUN/run.json; return what run.json holds. `resume`: True continues from the last
+    checkpoint (`--resume`), "auto" continues where there is one and starts quietly where there is none.
+    `model_path`: the model already resolved (`resolve_model`). `callbacks`: extra TrainerCallbacks."""
     import torch
     from accelerate import PartialState
-    from peft import LoraConfig
     from trl import SFTTrainer
 
     state = PartialState()
@@ -64,7 +65,7 @@ def train(recipe: Recipe, *, resume: bool = False, callbacks=()) -> dict:
         raise UserError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit); set lora.qlora=false")
     last_checkpoint = _check_outputs(recipe, resume, state)
 
-    model_path, tokenizer, fmt = load_format(recipe)
+    model_path, tokenizer, fmt = load_format(recipe, model_path)
     train_set, eval_set, counts = _datasets(recipe, fmt, state.is_main_process)
     quantization = _set_model_init(recipe, state)
     state.print(f"model: {model_path} ({args.model_init_kwargs['dtype']}, attention "
@@ -76,9 +77,7 @@ def train(recipe: Recipe, *, resume: bool = False, callbacks=()) -> dict:
     wandb_run = _start_wandb(recipe, last_checkpoint) if state.is_main_process and "wandb" in args.report_to else None
     trainer = SFTTrainer(
         model=model_path, args=args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
-        peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                               target_modules=lora.target_modules, task_type="CAUSAL_LM"),
-        quantization_config=quantization, callbacks=list(callbacks),
+        peft_config=peft_config(lora), quantization_config=quantization, callbacks=list(callbacks),
     )
     if trainer.padding_free:
         check_packing(trainer.model, recipe.model.name_or_path)
@@ -120,6 +119,14 @@ def train(recipe: Recipe, *, resume: bool = False, callbacks=()) -> dict:
     return info
 
 
+def peft_config(lora):
+    """The PEFT LoraConfig of the recipe's `lora` section."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                      task_type="CAUSAL_LM")
+
+
 def check_packing(model, name: str) -> None:
     """Padding-free packing must keep each sequence to itself (TRL issues 3728 and 3781): a packed row reaches the
     model with position ids restarting per sequence and no attention mask, and only some attention paths honour that
@@ -159,7 +166,7 @@ def _datasets(recipe: Recipe, fmt, progress: bool):
     if recipe.training.eval_strategy == "no":
         return train_set, None, counts
     heldout_path = data_file(recipe.data.heldout, "data.heldout")
-    eval_set, eval_counts = encode(fmt, filter(_has_assistant, read_jsonl(heldout_path)), max_length, "heldout",
+    eval_set, eval_counts = encode(fmt, (s for s in read_jsonl(heldout_path) if s.has_assistant), max_length, "heldout",
                                    progress)
     if not eval_counts:
         raise UserError(f"{heldout_path} has no sample with an assistant turn to measure eval loss on; "
@@ -203,13 +210,14 @@ def _save(trainer, run_dir: Path, info: dict, state) -> None:
     os.replace(run_dir / ".run.json.tmp", run_dir / "run.json")  # last: its presence marks the run finished
 
 
-def load_format(recipe: Recipe):
-    """(model path, tokenizer, ChatFormat): the one way `train` and `inspect` turn samples into tokens."""
+def load_format(recipe: Recipe, model_path: str | None = None):
+    """(model path, tokenizer, ChatFormat): the one way `train` and `inspect` turn samples into tokens.
+    `model_path`: the model already resolved (`resolve_model`); resolved here when None."""
     from transformers import AutoTokenizer
 
     from .mask import ChatFormat, resolve_template
 
-    model_path = resolve_model(recipe.model.name_or_path)
+    model_path = model_path or resolve_model(recipe.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
     fmt = ChatFormat.from_tokenizer(tokenizer, chat_template=resolve_template(recipe.model.chat_template),
                                     template_kwargs=recipe.model.template_kwargs)
@@ -278,8 +286,9 @@ def encode(fmt, samples, max_length: int | None, name: str, progress: bool):
     return concatenate_datasets(chunks), dict(counts)
 
 
-def _check_outputs(recipe: Recipe, resume: bool, state) -> str | None:
-    """The checkpoint to resume from, if any; a finished run, or checkpoints without --resume, are refused."""
+def _check_outputs(recipe: Recipe, resume: bool | str, state) -> str | None:
+    """The checkpoint to resume from, if any; a finished run, or checkpoints without --resume, are refused.
+    resume="auto": the last checkpoint where there is one, else a quiet start from step 0."""
     from transformers.trainer_utils import get_last_checkpoint
 
     if (recipe.dir / "run.json").exists():
@@ -289,8 +298,10 @@ def _check_outputs(recipe: Recipe, resume: bool, state) -> str | None:
     if last and not resume:
         raise UserError(f"{out} holds {Path(last).name} of an unfinished run; pass --resume to continue it, "
                         "or remove the directory to start over")
-    if resume:
-        state.print(f"resuming from {last}" if last else f"--resume: no checkpoint in {out}; starting from step 0")
+    if last:
+        state.print(f"resuming from {last}")
+    elif resume and resume != "auto":
+        state.print(f"--resume: no checkpoint in {out}; starting from step 0")
     recipe.dir.mkdir(parents=True, exist_ok=True)
     return last
 
@@ -299,10 +310,6 @@ def data_file(path: str, key: str) -> Path:
     if not Path(path).is_file():
         raise UserError(f"data file {path} not found; run `dispatchtune prep ... --out RUN/data` or set {key}=PATH")
     return Path(path)
-
-
-def _has_assistant(sample: Sample) -> bool:
-    return any(m.get("role") == "assistant" for m in sample.messages)
 
 
 def _dtype(name: str) -> str:
@@ -380,9 +387,10 @@ def _file_info(path: Path) -> dict | None:
     return {"path": str(path), "sha256": _sha256(path)} if path.is_file() else None
 
 
-def _versions() -> dict:
+def _versions(names=LIBRARIES) -> dict:
+    """The installed version of each library in `names` (those not installed left out)."""
     versions = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

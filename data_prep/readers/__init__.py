@@ -11,6 +11,7 @@ Most readers convert record by record and only write `convert(record) -> Sample`
 from __future__ import annotations
 
 import importlib
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,9 +32,6 @@ class Item:
     sample: Sample | None = None
     rejected: Rejected | None = None
     record_id: str | None = None
-
-    def where(self) -> str:
-        return f"{self.source}: record {self.index}" if self.index is not None else self.source
 
 
 def reader(name: str):
@@ -72,22 +70,37 @@ def convert_one(convert: Callable[[Any], Sample], record: Any, source: str, inde
 
 def detect(path: str | Path) -> str:
     """The format of a file, from its first record; raises ValueError when no reader recognises it."""
-    for _, record in iter_records(path):
-        if isinstance(record, Rejected):
-            raise ValueError(f"{path}: cannot detect the format: {record.message}")
-        for name in FORMATS:
-            if reader(name).sniff(record):
-                return name
-        keys = sorted(record)[:8] if isinstance(record, dict) else type(record).__name__
-        raise ValueError(f"{path}: no reader recognises a record with keys {keys}; pass --format")
-    raise ValueError(f"{path}: the file holds no records")
+    return open_records(path)[0]
+
+
+def open_records(path: str | Path, fmt: str = "auto") -> tuple[str, Iterator[Record]]:
+    """The file's format (detected from its first record with `auto`) and its records, read once: the sniffed first
+    record is put back in front of the rest. Raises ValueError when no reader recognises the first record."""
+    records = iter_records(path)
+    if fmt != "auto":
+        return fmt, records
+    first = next(records, None)
+    if first is None:
+        raise ValueError(f"{path}: the file holds no records")
+    record = first[1]
+    if isinstance(record, Rejected):
+        raise ValueError(f"{path}: cannot detect the format: {record.message}")
+    for name in FORMATS:
+        if reader(name).sniff(record):
+            return name, itertools.chain([first], records)
+    keys = sorted(record)[:8] if isinstance(record, dict) else type(record).__name__
+    raise ValueError(f"{path}: no reader recognises a record with keys {keys}; pass --format")
+
+
+def read_records(records: Iterator[Record], path: str | Path, fmt: str) -> Iterator[Item]:
+    """The Items of a file's records (from `open_records`) in the reader of `fmt`, in file order."""
+    for item in reader(fmt).read(records, str(path)):
+        if item.sample is not None:
+            item.sample.meta.setdefault("format", fmt)
+        yield item
 
 
 def read_file(path: str | Path, fmt: str = "auto") -> Iterator[Item]:
     """Every record of one file as Items, in file order."""
-    fmt = detect(path) if fmt == "auto" else fmt
-    mod = reader(fmt)
-    for item in mod.read(iter_records(path), str(path)):
-        if item.sample is not None:
-            item.sample.meta.setdefault("format", fmt)
-        yield item
+    fmt, records = open_records(path, fmt)
+    yield from read_records(records, path, fmt)
