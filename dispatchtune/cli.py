@@ -10,14 +10,14 @@ from .errors import UserError
 
 # subcommand -> (module with add_arguments(parser) and run(args), one-line help)
 COMMANDS = {
-    "prep": ("data_prep.prep", "convert tool-call datasets into validated, split canonical samples"),
+    "prep": ("dispatchtune.data_prep.prep", "convert tool-call datasets into validated, split canonical samples"),
     "tiny": ("dispatchtune.tiny_models", "build tiny random models of each family for tests and the demo"),
-    "eval": ("eval.cli", "build eval cases, run models on them, score, compare and gate"),
-    "train": ("train.sft", "LoRA SFT with TRL on prepared samples, loss on the assistant's tokens only"),
-    "inspect": ("train.inspect", "show samples as the trainer sees them, trained tokens marked"),
-    "merge": ("export.merge", "merge a LoRA adapter into its base model, verified against base+adapter"),
-    "export": ("export.gguf", "convert a merged model to verified GGUF files (llama.cpp, Ollama Modelfile)"),
-    "publish": ("export.publish", "upload the adapter, a model card and optionally merged/GGUF files to the Hub"),
+    "eval": ("dispatchtune.eval.cli", "build eval cases, run models on them, score, compare and gate"),
+    "train": ("dispatchtune.train.sft", "LoRA SFT with TRL on prepared samples, loss on the assistant's tokens only"),
+    "inspect": ("dispatchtune.train.inspect", "show samples as the trainer sees them, trained tokens marked"),
+    "merge": ("dispatchtune.export.merge", "merge a LoRA adapter into its base model, verified against base+adapter"),
+    "export": ("dispatchtune.export.gguf", "convert a merged model to verified GGUF files (llama.cpp, Ollama Modelfile)"),
+    "publish": ("dispatchtune.export.publish", "upload the adapter, a model card and optionally merged/GGUF files to the Hub"),
     "run": ("dispatchtune.pipeline", "prep, train, eval, gate, merge and GGUF from one recipe, resuming a stopped run"),
 }
 

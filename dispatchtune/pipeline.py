@@ -11,7 +11,7 @@ Each stage is its module's own function, which renames its outputs into place on
 stage whose final output exists is done and is skipped ("skip: ..."), and a re-run after a crash, a kill or a failed
 gate carries on where it stopped (training from its last checkpoint). To redo a stage, remove its output: an eval
 directory, or RUN/eval to evaluate with other eval settings. To train on several GPUs, run that stage with
-`accelerate launch -m train` on the same recipe first; `dispatchtune run` then skips it.
+`accelerate launch -m dispatchtune.train` on the same recipe first; `dispatchtune run` then skips it.
 
 The gate stops the run before merge, with exit code 1: an adapter that fails it is not worth exporting. A model
 llama.cpp cannot convert (OPT) ends at the merged model, with the converter's reason.
@@ -28,19 +28,19 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from data_prep.prep import PrepConfig, prep, summary
-from data_prep.sample import read_jsonl
-from eval import generate
-from eval.cases import heldout_cases, write_cases
-from eval.compare import compare, load_run
-from eval.report import rate
-from eval.suite import SUITES
-from export import VERIFY_FILE
-from export import llama_cpp_tools
-from export.gguf import ALLOW_ENV, TOLERANCES, check_convertible, export_gguf
-from export.merge import merge
-from train.config import Recipe, load_recipe
-from train.sft import data_file, load_format, resolve_model, train
+from dispatchtune.data_prep.prep import PrepConfig, prep, summary
+from dispatchtune.data_prep.sample import read_jsonl
+from dispatchtune.eval import generate
+from dispatchtune.eval.cases import heldout_cases, write_cases
+from dispatchtune.eval.compare import compare, load_run
+from dispatchtune.eval.report import rate
+from dispatchtune.eval.suite import SUITES
+from dispatchtune.export import VERIFY_FILE
+from dispatchtune.export import llama_cpp_tools
+from dispatchtune.export.gguf import ALLOW_ENV, TOLERANCES, check_convertible, export_gguf
+from dispatchtune.export.merge import merge
+from dispatchtune.train.config import Recipe, load_recipe
+from dispatchtune.train.sft import data_file, load_format, resolve_model, train
 
 from .errors import UserError
 from .jsonl import json_lines

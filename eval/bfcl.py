@@ -25,9 +25,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from data_prep.readers import bfcl as bfcl_reader
-from data_prep.sample import Rejected, ToolCall
-from data_prep.schema_types import json_type
+from dispatchtune.data_prep.readers import bfcl as bfcl_reader
+from dispatchtune.data_prep.sample import Rejected, ToolCall
+from dispatchtune.data_prep.schema_types import json_type
 from dispatchtune.errors import UserError
 from dispatchtune.jsonl import json_lines
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from data_prep.sample import ToolCall, tool_name
-from data_prep.schema_types import json_type
+from dispatchtune.data_prep.sample import ToolCall, tool_name
+from dispatchtune.data_prep.schema_types import json_type
 
 
 @dataclass

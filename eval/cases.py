@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from data_prep.sample import Sample, ToolCall
+from dispatchtune.data_prep.sample import Sample, ToolCall
 
 from .bfcl import IRRELEVANCE, RELEVANCE
 from .case import Case, Turn, exact

@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from data_prep.sample import read_jsonl
+from dispatchtune.data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
 
 from . import generate

@@ -30,8 +30,8 @@ import ast
 import json
 import re
 
-from data_prep.literal import NOT_LITERAL, python_literal
-from data_prep.sample import ToolCall
+from dispatchtune.data_prep.literal import NOT_LITERAL, python_literal
+from dispatchtune.data_prep.sample import ToolCall
 
 Parsed = tuple[list[ToolCall] | None, str | None]
 

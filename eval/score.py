@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator
 
 import orjson  # 2-3x faster than json on these lines: decoding was 15% of scoring time
 
-from data_prep.sample import Rejected, ToolCall
+from dispatchtune.data_prep.sample import Rejected, ToolCall
 from dispatchtune.errors import UserError
 from dispatchtune.jsonl import json_lines
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from train.mask import end_of_turn_token
+from dispatchtune.train.mask import end_of_turn_token
 
 from .merge import read_adapter_config
 from .modelfile import template_name
@@ -134,7 +134,7 @@ def _eval_section(run_dir: Path) -> str:
     reports = sorted(p.parent for p in (run_dir / "eval").glob("*/report.json"))
     if not reports:
         return "## Evaluation\n\nNot evaluated."
-    from eval.compare import load_runs, markdown
+    from dispatchtune.eval.compare import load_runs, markdown
 
     table = re.sub(r"^## ", "### ", markdown(load_runs(reports)), flags=re.M)
     return ("## Evaluation\n\nHeld-out tool-call cases scored by `dispatchtune eval` (BFCL-style AST match; rates "

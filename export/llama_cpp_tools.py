@@ -9,7 +9,7 @@ the `llama-quantize` binary calls. So the converter comes from that sdist, unpac
 
 Both run in child processes: a crash or a kill there cannot leave this process half-way, their chatter goes to a
 log shown only on failure, and the converter gets the `gguf` it needs without touching the one imported here.
-`python -m export.llama_cpp_tools fetch` unpacks the converter (scripts/install_export_tools.sh calls it).
+`python -m dispatchtune.export.llama_cpp_tools fetch` unpacks the converter (scripts/install_export_tools.sh calls it).
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def convert(model_dir: Path, out_file: Path, outtype: str, log: Path, *, pretoke
     `pretokenizer` names the llama.cpp pre-tokenizer to use when the converter does not recognise the tokenizer's
     (only for locally trained tokenizers; see `pretokenizer_for`). A recognised tokenizer is never overridden.
     """
-    cmd = [sys.executable, "-m", "export.llama_cpp_tools", "convert", str(converter_dir()), pretokenizer or "",
-           str(model_dir), "--outfile", str(out_file), "--outtype", outtype]
+    cmd = [sys.executable, "-m", "dispatchtune.export.llama_cpp_tools", "convert", str(converter_dir()),
+           pretokenizer or "", str(model_dir), "--outfile", str(out_file), "--outtype", outtype]
     try:
         _run(cmd, log, f"llama.cpp's converter failed on {model_dir}")
     except UserError as e:
@@ -133,14 +133,17 @@ def quantize(src: Path, dst: Path, quant: str, log: Path) -> None:
     if binary:
         cmd = [binary, str(src), str(dst), quant.upper()]
     else:
-        cmd = [sys.executable, "-m", "export.llama_cpp_tools", "quantize", str(src), str(dst), quant]
+        cmd = [sys.executable, "-m", "dispatchtune.export.llama_cpp_tools", "quantize", str(src), str(dst), quant]
     _run(cmd, log, f"llama.cpp's quantiser failed making {quant} from {src.name}")
 
 
 def _run(cmd: list[str], log: Path, failure: str) -> None:
     """Run a tool with its output appended to `log`; on failure, a UserError with its last line, and the log kept
     in the system temp directory (the staging directory that holds `log` is about to be removed)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_repo_root(), os.environ.get("PYTHONPATH")]))}
+    # PYTHONSAFEPATH: the working directory is not put on the child's sys.path, so a user's own `gguf.py` or
+    # `torch.py` there cannot stand in for the library (Python 3.11+).
+    env = {**os.environ, "PYTHONSAFEPATH": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [_package_root(), os.environ.get("PYTHONPATH")]))}
     with log.open("ab") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     if proc.returncode:
@@ -150,9 +153,11 @@ def _run(cmd: list[str], log: Path, failure: str) -> None:
         raise UserError(f"{failure}: {tail[0]} (full log: {kept})")
 
 
-def _repo_root() -> str:
-    """Where `export` is importable from, so `python -m export.llama_cpp_tools` works in any working directory."""
-    return str(Path(__file__).resolve().parents[1])
+def _package_root() -> str:
+    """The folder `dispatchtune` is imported from, so the child finds this very copy in any working directory."""
+    import dispatchtune
+
+    return str(Path(dispatchtune.__file__).resolve().parents[1])
 
 
 def pretokenizer_for(tokenizer_json: dict) -> str | None:
@@ -210,7 +215,7 @@ def _quantize_main(src: str, dst: str, quant: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m export.llama_cpp_tools", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dispatchtune.export.llama_cpp_tools", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     fetch = sub.add_parser("fetch", help="unpack llama.cpp's converter into the cache (if not there yet)")
     fetch.add_argument("--version", default=None, help="llama-cpp-python version (default: the installed one)")

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from dispatchtune.errors import UserError
-from train.mask import end_of_turn_token
+from dispatchtune.train.mask import end_of_turn_token
 
 from . import (
     VERIFY_FILE, Tolerance, compare_logits, existing_output, hf_logits, move_into_place, staging, token_ids,

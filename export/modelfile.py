@@ -176,7 +176,7 @@ def _fill(template: str, **parts: str) -> str:
 def _known_templates() -> dict[str, str]:
     """Training template name -> its Jinja text: TRL's copies of the originals, and train/templates."""
     from dispatchtune.tiny_models import chat_template
-    from train.mask import resolve_template
+    from dispatchtune.train.mask import resolve_template
 
     return {
         "qwen3": chat_template("qwen3"),

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval.generate import HFBackend, predict  # noqa: E402
-from eval.suite import load_dispatch_suite  # noqa: E402
+from dispatchtune.eval.generate import HFBackend, predict  # noqa: E402
+from dispatchtune.eval.suite import load_dispatch_suite  # noqa: E402
 
 
 def machine() -> str:

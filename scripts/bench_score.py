@@ -51,8 +51,8 @@ def _tool(rng: random.Random, name: str) -> dict:
 
 def make_files(work: Path, n: int, text: bool, seed: int = 0) -> tuple[Path, Path]:
     """Writes cases.jsonl and predictions.jsonl; returns their paths."""
-    from data_prep.sample import ToolCall
-    from eval.case import Case, Turn, exact
+    from dispatchtune.data_prep.sample import ToolCall
+    from dispatchtune.eval.case import Case, Turn, exact
 
     rng = random.Random(seed)
     cases_path, preds_path = work / "cases.jsonl", work / "predictions.jsonl"
@@ -93,7 +93,7 @@ def measure(kind: str, cases: Path, preds: Path, out: Path) -> float:
                 for line in f:
                     json.loads(line)
     elif kind == "score":
-        from eval.score import gc_paused, iter_cases, load_predictions, score
+        from dispatchtune.eval.score import gc_paused, iter_cases, load_predictions, score
 
         with gc_paused():
             score(iter_cases(cases), load_predictions(preds)[0])

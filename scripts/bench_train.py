@@ -284,8 +284,8 @@ def train_once(setup: str, args, work: Path) -> dict:
     from transformers import AutoConfig, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from train.config import load_recipe
-    from train.sft import _set_model_init, check_packing, peft_config
+    from dispatchtune.train.config import load_recipe
+    from dispatchtune.train.sft import _set_model_init, check_packing, peft_config
 
     cuda = torch.cuda.is_available()
     s = settings(args)
@@ -455,7 +455,7 @@ def machine(cuda: bool) -> str:
 
 
 def versions() -> str:
-    from train.sft import _versions
+    from dispatchtune.train.sft import _versions
 
     names = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "liger-kernel", "bitsandbytes",
              "flash-attn", "kernels")
@@ -467,10 +467,10 @@ def derive_lengths(toolbench: Path) -> list[tuple[int, int]]:
     """TOOLBENCH from the data (see its comment): (tokens, trained tokens) per accepted sample, sorted."""
     from transformers import AutoTokenizer
 
-    from data_prep.prep import PrepConfig, prep
-    from data_prep.sample import read_jsonl
+    from dispatchtune.data_prep.prep import PrepConfig, prep
+    from dispatchtune.data_prep.sample import read_jsonl
     from dispatchtune.tiny_models import build_tiny_model
-    from train.mask import ChatFormat
+    from dispatchtune.train.mask import ChatFormat
 
     inputs = sorted(toolbench.glob("answer/*/*.json")) + [toolbench / "toolllama" / "toolllama_G1_dfs_sample.json"]
     with tempfile.TemporaryDirectory() as tmp:

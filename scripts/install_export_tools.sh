@@ -19,4 +19,4 @@ then
   echo "building llama-cpp-python $VERSION (minutes on first install; CMAKE_ARGS=$CMAKE_ARGS)"
   pip_install "llama-cpp-python==$VERSION"
 fi
-"$PY" -m export.llama_cpp_tools fetch --version "$VERSION"
+"$PY" -m dispatchtune.export.llama_cpp_tools fetch --version "$VERSION"

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from data_prep.readers import bfcl as bfcl_reader
-from data_prep.sample import ToolCall
-from eval.bfcl import check_turn
-from eval.case import tool_index
+from dispatchtune.data_prep.readers import bfcl as bfcl_reader
+from dispatchtune.data_prep.sample import ToolCall
+from dispatchtune.eval.bfcl import check_turn
+from dispatchtune.eval.case import tool_index
 
 pytest.importorskip("bfcl_eval", reason="pip install --no-deps bfcl-eval (scripts/setup.sh does)")
 

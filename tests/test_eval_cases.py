@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.prep import PrepConfig, prep
-from data_prep.sample import Sample, function_tool, read_jsonl
+from dispatchtune.data_prep.prep import PrepConfig, prep
+from dispatchtune.data_prep.sample import Sample, function_tool, read_jsonl
 from dispatchtune.cli import main
 from dispatchtune.errors import UserError
-from eval.bfcl import read_bfcl
-from eval.case import Prediction, exact
-from eval.cases import heldout_cases
-from eval.score import iter_cases, score_case
+from dispatchtune.eval.bfcl import read_bfcl
+from dispatchtune.eval.case import Prediction, exact
+from dispatchtune.eval.cases import heldout_cases
+from dispatchtune.eval.score import iter_cases, score_case
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"

@@ -10,10 +10,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dispatchtune.errors import UserError
-from eval import generate
-from eval.generate import Backend, HFBackend, end_of_turn, predict
-from eval.score import iter_cases
-from eval.suite import load_dispatch_suite
+from dispatchtune.eval import generate
+from dispatchtune.eval.generate import Backend, HFBackend, end_of_turn, predict
+from dispatchtune.eval.score import iter_cases
+from dispatchtune.eval.suite import load_dispatch_suite
 
 CASE_IDS = ("sel-weather-umbrella", "par-currency-three", "none-thanks", "fmt-attendees", "chain-calendar-directions")
 MAX_NEW = "6"
@@ -216,7 +216,7 @@ def test_a_plain_text_end_of_turn_stops_as_a_string(tiny_models, tmp_path):
 
 def test_gguf_gives_the_same_predictions_as_transformers(tiny_models, cases_file, adapter, adapter_run, tmp_path):
     pytest.importorskip("llama_cpp")
-    from export import llama_cpp_tools
+    from dispatchtune.export import llama_cpp_tools
 
     try:
         llama_cpp_tools.converter_dir()

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from data_prep.sample import ToolCall
-from eval.parse import parse_output
+from dispatchtune.data_prep.sample import ToolCall
+from dispatchtune.eval.parse import parse_output
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "train" / "templates"
 TOOLS = [

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.sample import function_tool
+from dispatchtune.data_prep.sample import function_tool
 from dispatchtune.cli import main
-from eval.case import Case, Turn
-from eval.report import wilson
-from eval.score import score_files
+from dispatchtune.eval.case import Case, Turn
+from dispatchtune.eval.report import wilson
+from dispatchtune.eval.score import score_files
 
 TOOL = function_tool("get_weather", "d", {"type": "object", "properties": {"city": {"type": "string"}},
                                           "required": ["city"]})

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from data_prep.sample import function_tool
+from dispatchtune.data_prep.sample import function_tool
 from dispatchtune.cli import main
-from eval.case import Case, Prediction, Turn
-from eval.score import score_case, score_files
+from dispatchtune.eval.case import Case, Prediction, Turn
+from dispatchtune.eval.score import score_case, score_files
 
 WEATHER = function_tool("get_weather", "d", {"type": "object", "properties": {
     "city": {"type": "string"}, "days": {"type": "integer"}, "lat": {"type": "number"}, "metric": {"type": "boolean"},

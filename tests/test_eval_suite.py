@@ -5,13 +5,13 @@ from collections import Counter
 
 import pytest
 
-from data_prep.sample import Rejected, ToolCall
-from data_prep.validate import check_value
-from eval.bfcl import literal
-from eval.case import tool_index
-from eval.case import Case, Prediction
-from eval.score import score
-from eval.suite import SUITES, load_dispatch_suite
+from dispatchtune.data_prep.sample import Rejected, ToolCall
+from dispatchtune.data_prep.validate import check_value
+from dispatchtune.eval.bfcl import literal
+from dispatchtune.eval.case import tool_index
+from dispatchtune.eval.case import Case, Prediction
+from dispatchtune.eval.score import score
+from dispatchtune.eval.suite import SUITES, load_dispatch_suite
 
 CATEGORIES = ("tool_selection", "arguments", "parallel", "no_tool", "edge", "format", "chain")
 

@@ -18,9 +18,9 @@ import pytest
 
 from dispatchtune.cli import main
 from dispatchtune.errors import UserError
-from export import llama_cpp_tools
-from export.gguf import export_gguf
-from export.merge import merge
+from dispatchtune.export import llama_cpp_tools
+from dispatchtune.export.gguf import export_gguf
+from dispatchtune.export.merge import merge
 from test_export_merge import TRAINING_TEMPLATE, make_adapter
 
 

@@ -8,9 +8,9 @@ import torch
 
 from dispatchtune.cli import main
 from dispatchtune.tiny_models import FAMILIES
-from export import Tolerance
-from export.merge import merge
-from train.mask import resolve_template
+from dispatchtune.export import Tolerance
+from dispatchtune.export.merge import merge
+from dispatchtune.train.mask import resolve_template
 
 # The template train saves with the adapter for each family (train/templates for the ones whose own cannot carry tools).
 TRAINING_TEMPLATE = {"qwen3": None, "llama-3.2": None, "gemma3": "gemma3_tools", "opt": "chatml_tools"}
@@ -119,7 +119,7 @@ def test_run_layout_rerun_skips_and_force_redoes(tiny_models, tmp_path, capsys):
 
 
 def test_failed_parity_check_leaves_no_output(tiny_models, tmp_path, monkeypatch, capsys):
-    import export.merge
+    import dispatchtune.export.merge
 
     impossible = Tolerance(max_rel_err=0.0, min_mean_cosine=1.1, min_top1=1.0)
     monkeypatch.setitem(export.merge.TOLERANCES, "float32", impossible)

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from data_prep import jsonstream
-from data_prep.jsonstream import iter_records
-from data_prep.sample import Rejected
+from dispatchtune.data_prep import jsonstream
+from dispatchtune.data_prep.jsonstream import iter_records
+from dispatchtune.data_prep.sample import Rejected
 
 RECORDS = [{"id": i, "text": "é€😀" * i, "nested": {"xs": list(range(i))}} for i in range(40)]
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from data_prep.literal import NOT_LITERAL, python_literal
+from dispatchtune.data_prep.literal import NOT_LITERAL, python_literal
 
 ODD_TEXT = ["plain", "it's", 'say "hi"', "both ' and \"", "back\\slash", "tab\there", "new\nline", "é€😀", "\x07bell",
             "\x00nul", "\\/", "\u2028", "True", "None", "'", '"', "\\", "ends with \\"]

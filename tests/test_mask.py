@@ -12,10 +12,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.data_utils import pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from data_prep.sample import Sample, function_tool
+from dispatchtune.data_prep.sample import Sample, function_tool
 from dispatchtune.errors import UserError
 from dispatchtune.tiny_models import FAMILIES, chat_template
-from train.mask import TEMPLATES_DIR, ChatFormat, resolve_template
+from dispatchtune.train.mask import TEMPLATES_DIR, ChatFormat, resolve_template
 
 # The template each family trains with (None: the tokenizer's own) and the variables its renders need.
 TEMPLATE = {"smollm2": "chatml_tools", "opt": "chatml_tools", "gemma3": "gemma3_tools"}

@@ -16,8 +16,8 @@ import subprocess
 import pytest
 
 from dispatchtune.tiny_models import build_tokenizer
-from export.modelfile import go_template, modelfile, template_name
-from train.mask import resolve_template
+from dispatchtune.export.modelfile import go_template, modelfile, template_name
+from dispatchtune.train.mask import resolve_template
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs Go (apt-get install golang-go)")
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from data_prep.prep import PrepConfig, prep
-from data_prep.sample import Sample, read_jsonl
+from dispatchtune.data_prep.prep import PrepConfig, prep
+from dispatchtune.data_prep.sample import Sample, read_jsonl
 
 TOOL = {"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
@@ -125,7 +125,7 @@ def test_token_check_measures_with_a_given_chat_format(tmp_path, tiny_models):
     """`dispatchtune run` hands prep the training format: the recipe's template and kwargs, not the tokenizer's own."""
     from transformers import AutoTokenizer
 
-    from train.mask import ChatFormat, resolve_template
+    from dispatchtune.train.mask import ChatFormat, resolve_template
 
     tok = AutoTokenizer.from_pretrained(tiny_models("llama-3.2"))
     fmt = ChatFormat.from_tokenizer(tok, chat_template=resolve_template("chatml_tools"),

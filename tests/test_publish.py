@@ -112,7 +112,7 @@ def run_dir(tmp_path):
     gguf outputs, and an eval report. Small stand-in files: publish only moves them."""
     run = tmp_path / "run"
     from dispatchtune.tiny_models import build_tokenizer
-    from train.mask import resolve_template
+    from dispatchtune.train.mask import resolve_template
 
     adapter = run / "adapter"
     adapter.mkdir(parents=True)
@@ -231,7 +231,7 @@ def test_refusals(hub, run_dir, capsys, tmp_path):
 
 
 def test_card_with_eval_reports_uses_the_eval_comparison_table(run_dir):
-    from export.card import model_card
+    from dispatchtune.export.card import model_card
 
     summary = {"cases": 10, "metrics": {"ast_match": {"n": 10, "passed": 9, "rate": 0.9, "ci95": [0.6, 0.98]}}}
     for name, rate in (("base", 0.3), ("adapter", 0.9)):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.readers import FORMATS, read_file, reader
-from data_prep.sample import Rejected
-from data_prep.schema_types import gorilla_schema, python_type, xlam_parameters
-from data_prep.validate import validate
+from dispatchtune.data_prep.readers import FORMATS, read_file, reader
+from dispatchtune.data_prep.sample import Rejected
+from dispatchtune.data_prep.schema_types import gorilla_schema, python_type, xlam_parameters
+from dispatchtune.data_prep.validate import validate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "formats" / "examples.json"
 

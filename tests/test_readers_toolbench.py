@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.readers import detect, read_file
-from data_prep.readers.toolllama import _legacy
-from data_prep.sample import Rejected
-from data_prep.toolbench_schema import FINISH, function_name, standardize
-from data_prep.validate import validate
+from dispatchtune.data_prep.readers import detect, read_file
+from dispatchtune.data_prep.readers.toolllama import _legacy
+from dispatchtune.data_prep.sample import Rejected
+from dispatchtune.data_prep.toolbench_schema import FINISH, function_name, standardize
+from dispatchtune.data_prep.validate import validate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TB = DATA / "toolbench"
@@ -266,7 +266,7 @@ def test_tooleval_converts_whole_steps_and_refuses_cut_ones(tmp_path):
 
 
 def test_sniffs_leave_other_formats_alone():
-    from data_prep.readers import tooleval, toolbench, toolllama
+    from dispatchtune.data_prep.readers import tooleval, toolbench, toolllama
 
     examples = json.loads((DATA / "formats" / "examples.json").read_text(encoding="utf-8"))
     for record in [*examples.values(), examples]:

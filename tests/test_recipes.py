@@ -7,8 +7,8 @@ import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 
 from dispatchtune.errors import UserError
-from train.config import load_recipe
-from train.mask import resolve_template
+from dispatchtune.train.config import load_recipe
+from dispatchtune.train.mask import resolve_template
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

@@ -1,4 +1,4 @@
-from data_prep.split import SplitInfo, assign
+from dispatchtune.data_prep.split import SplitInfo, assign
 
 
 def infos():

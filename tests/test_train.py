@@ -22,14 +22,14 @@ import trl  # noqa: F401  (imported here so its one-time import messages precede
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from data_prep.prep import PrepConfig, prep
-from data_prep.sample import Sample, read_jsonl
+from dispatchtune.data_prep.prep import PrepConfig, prep
+from dispatchtune.data_prep.sample import Sample, read_jsonl
 from dispatchtune.cli import main
 from dispatchtune.errors import UserError
-from train.config import load_recipe
-from train.inspect import GREEN, RESET, render
-from train.mask import ChatFormat
-from train.sft import train
+from dispatchtune.train.config import load_recipe
+from dispatchtune.train.inspect import GREEN, RESET, render
+from dispatchtune.train.mask import ChatFormat
+from dispatchtune.train.sft import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes/tiny.yaml")
@@ -115,7 +115,7 @@ def test_two_process_ddp_writes_one_adapter(data, tmp_path):
     # over gloo on the CPU. (`--cpu --num_processes 2` alone starts one process unless mpirun is set up.)
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train", "--recipe", TINY,
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dispatchtune.train", "--recipe", TINY,
            *overrides(tmp_path, data, "training.max_length=400")]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
                          env={**os.environ, "ACCELERATE_USE_CPU": "true"})
@@ -131,8 +131,8 @@ def test_two_process_ddp_writes_one_adapter(data, tmp_path):
 KILL = textwrap.dedent("""
     import os, sys
     from transformers import TrainerCallback
-    from train.config import load_recipe
-    from train.sft import train
+    from dispatchtune.train.config import load_recipe
+    from dispatchtune.train.sft import train
 
     class Kill(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
@@ -242,7 +242,7 @@ def test_inspect_marks_the_trained_tokens(data, capsys):
 
 @pytest.mark.parametrize("family, separates", [("qwen3", True), ("llama-3.2", True), ("opt", False)])
 def test_packing_probe_refuses_models_whose_attention_mixes_packed_sequences(tiny_models, family, separates):
-    from train.sft import check_packing
+    from dispatchtune.train.sft import check_packing
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models(family), attn_implementation="sdpa")
     if separates:

@@ -2,8 +2,8 @@ import copy
 
 import pytest
 
-from data_prep.sample import Rejected, Sample, ToolCall, function_tool
-from data_prep.validate import validate
+from dispatchtune.data_prep.sample import Rejected, Sample, ToolCall, function_tool
+from dispatchtune.data_prep.validate import validate
 
 WEATHER = function_tool("get_weather", "Weather now", {
     "type": "object",

@@ -1,5 +1,5 @@
-"""`python -m train ...` = `dispatchtune train ...`; the form `accelerate launch -m train --recipe R` needs (it
-launches modules, not console scripts)."""
+"""`python -m dispatchtune.train ...` = `dispatchtune train ...`: the form `accelerate launch -m dispatchtune.train
+--recipe R` needs (it launches modules, not console scripts)."""
 
 import sys
 

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from data_prep.sample import read_jsonl
+from dispatchtune.data_prep.sample import read_jsonl
 
 from .config import load_recipe
 from .sft import data_file, load_format

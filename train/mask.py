@@ -31,7 +31,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from data_prep.sample import Sample
+from dispatchtune.data_prep.sample import Sample
 from dispatchtune.errors import UserError
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"

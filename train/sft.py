@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from data_prep.sample import read_jsonl
+from dispatchtune.data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
 
 from .config import Recipe, load_recipe
