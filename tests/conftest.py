@@ -22,3 +22,13 @@ def tiny_models(tmp_path_factory):
     """`tiny_models(family) -> Path`: that family's tiny model, built on first request and reused after."""
     root = tmp_path_factory.mktemp("tiny_models")
     return lambda family: build_tiny_model(family, root / family)
+
+
+@pytest.fixture(scope="session")
+def user_folder(tmp_path_factory) -> Path:
+    """A working directory as ML users keep them: their own train.py, eval.py, export.py and data_prep.py, each of
+    which fails loudly if anything imports it instead of dispatchtune's stage of that name."""
+    folder = tmp_path_factory.mktemp("user_folder")
+    for name in ("train", "eval", "export", "data_prep"):
+        (folder / f"{name}.py").write_text(f"raise SystemExit(\"the user's own {name}.py was imported\")\n")
+    return folder

@@ -110,14 +110,15 @@ def test_tiny_recipe_trains_and_the_adapter_reloads(data, tmp_path):
     assert not (tmp_path / "adapter/training_args.bin").exists()
 
 
-def test_two_process_ddp_writes_one_adapter(data, tmp_path):
+def test_two_process_ddp_writes_one_adapter(data, tmp_path, user_folder):
     # Two processes on CPU: `--multi_gpu` makes accelerate start them (torchrun), ACCELERATE_USE_CPU makes them join
-    # over gloo on the CPU. (`--cpu --num_processes 2` alone starts one process unless mpirun is set up.)
+    # over gloo on the CPU. (`--cpu --num_processes 2` alone starts one process unless mpirun is set up.) It runs
+    # from a folder holding the user's own train.py and eval.py, which `-m dispatchtune.train` must not pick up.
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dispatchtune.train", "--recipe", TINY,
            *overrides(tmp_path, data, "training.max_length=400")]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=user_folder, timeout=300,
                          env={**os.environ, "ACCELERATE_USE_CPU": "true"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("adapter:") == 1  # the summary, from the main process only
