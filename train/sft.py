@@ -11,8 +11,8 @@ inference chat template), then RUN/run.json (the resolved recipe, data hashes an
 the wandb run id). A killed run leaves only RUN/checkpoints/, which `--resume` continues from.
 
 One GPU: `dispatchtune train --recipe R`; several: `accelerate launch --config_file recipes/accelerate/ddp.yaml -m
-dispatchtune.train --recipe R` (train/__main__.py). Every process tokenizes the data itself (one quick pass; no cache to go stale);
-only the main process shows progress and writes the outputs.
+dispatchtune.train --recipe R` (train/__main__.py). Every process tokenizes the data itself (one quick pass; no cache
+to go stale); only the main process shows progress and writes the outputs.
 """
 
 from __future__ import annotations
