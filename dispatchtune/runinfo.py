@@ -92,7 +92,8 @@ def _problem(data) -> str | None:
     if unknown:
         return f"unknown key {unknown[0]!r}"
     for key, value in data.items():
-        if key in _OBJECTS and not isinstance(value, dict) or key == "git" and not isinstance(value, (dict, type(None))):
+        wrong_object = key in _OBJECTS and not isinstance(value, dict)
+        if wrong_object or key == "git" and not isinstance(value, (dict, type(None))):
             return f"{key} must be an object, got {type(value).__name__}"
         if key in _STRINGS and not isinstance(value, (str, type(None))):
             return f"{key} must be a string or null, got {type(value).__name__}"

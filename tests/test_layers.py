@@ -113,7 +113,7 @@ def test_nothing_imports_an_entry_point(graph):
 
 def test_foundation_imports_no_stage(graph):
     foundation = [m for m in graph if not _roof(m) and not any(_in(m, s) for s in STAGES)]
-    assert {"dispatchtune.errors", "dispatchtune.jsonl", "dispatchtune.atomic", "dispatchtune.runinfo"} <= set(foundation)
+    assert {f"dispatchtune.{m}" for m in ("errors", "jsonl", "atomic", "runinfo")} <= set(foundation)
     wrong = [f"{m} imports {t}" for m in foundation for t in graph[m] if _roof(t) or any(_in(t, s) for s in STAGES)]
     assert not wrong, "\n".join(wrong)
 
