@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
 
 from .readers import FORMATS, Item, open_records, read_records
@@ -104,9 +105,17 @@ class _TokenCheck:
 def prep(cfg: PrepConfig) -> dict:
     """Runs the whole stage; returns the stats it also writes to stats.json."""
     _check_config(cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    tmp = {name: cfg.out / f".{name}.tmp" for name in OUTPUTS}
-    accepted_tmp = cfg.out / ".accepted.jsonl.tmp"
+    with ExitStack() as stack:  # accepted.jsonl: the accepted samples before the split, never committed
+        tmp = {name: stack.enter_context(staging(cfg.out / name)) for name in (*OUTPUTS, "accepted.jsonl")}
+        stats = _write(cfg, tmp)
+        for name in OUTPUTS:  # stats.json last: its presence marks the stage complete
+            commit(tmp[name], cfg.out / name)
+    return stats
+
+
+def _write(cfg: PrepConfig, tmp: dict[str, Path]) -> dict:
+    """The outputs, each into its temporary path `tmp[name]`; returns the stats."""
+    accepted_tmp = tmp["accepted.jsonl"]
     token_check = _TokenCheck(cfg.tokenizer, cfg.max_tokens, cfg.chat_format) \
         if cfg.tokenizer or cfg.chat_format is not None else None
     max_chars = int(cfg.max_record_mb * (1 << 20))
@@ -145,8 +154,6 @@ def prep(cfg: PrepConfig) -> dict:
 
     stats = _stats(cfg, sources, infos, heldout, token_check)
     tmp["stats.json"].write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    for name in OUTPUTS:  # stats.json last: its presence marks the stage complete
-        os.replace(tmp[name], cfg.out / name)
     return stats
 
 

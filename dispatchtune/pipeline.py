@@ -30,9 +30,10 @@ from pathlib import Path
 
 from dispatchtune.data_prep.prep import PrepConfig, prep, summary
 from dispatchtune.data_prep.sample import read_jsonl
-from dispatchtune.eval import generate
-from dispatchtune.eval.cases import heldout_cases, write_cases
+from dispatchtune.eval import evaluate
 from dispatchtune.eval.compare import compare, load_run
+from dispatchtune.eval.heldout import heldout_cases
+from dispatchtune.eval.records import write_cases
 from dispatchtune.eval.report import rate
 from dispatchtune.eval.suite import SUITES
 from dispatchtune.export import VERIFY_FILE
@@ -42,8 +43,10 @@ from dispatchtune.export.merge import merge
 from dispatchtune.train.config import Recipe, load_recipe
 from dispatchtune.train.sft import data_file, load_format, resolve_model, train
 
+from .atomic import write_text
 from .errors import UserError
 from .jsonl import json_lines
+from .runinfo import RUN_INFO
 
 
 class Failed(Exception):
@@ -78,17 +81,17 @@ def pipeline(recipe: Recipe) -> None:
     cases = cases_stage(recipe, evals / "cases.jsonl")
     adapter = run_dir / "adapter"
     # The base renders with the adapter's tokenizer: the training template, so both answer the same prompts.
-    runs = [eval_stage(recipe, evals / "base", cases, ["--model", base, "--tokenizer", str(adapter)]),
-            eval_stage(recipe, evals / "adapter", cases, ["--model", base, "--adapter", str(adapter)])]
+    runs = [eval_stage(recipe, evals / "base", cases, model=base, tokenizer=str(adapter)),
+            eval_stage(recipe, evals / "adapter", cases, model=base, adapter=adapter)]
     gate(recipe, *runs)
     merged = merge_stage(run_dir)
     gguf = export_stage(recipe, merged)
     if gguf:  # the GGUF runs with its own metadata's template; RUN/merged gives the tokenizer and run.json's kwargs
         runs.append(eval_stage(recipe, evals / f"gguf-{recipe.export.quants[0]}", cases,
-                               ["--model", str(merged), "--gguf", str(gguf[0])]))
+                               model=str(merged), gguf=gguf[0]))
     report = compare_stage(runs, evals / "compare.md")
     print(f"\ndispatchtune run: done ({run_dir})\n  report:  {report} (each run: {evals}/<name>/report.md)\n"
-          f"  adapter: {adapter} (recipe, data and metrics: {run_dir / 'run.json'})\n"
+          f"  adapter: {adapter} (recipe, data and metrics: {run_dir / RUN_INFO})\n"
           f"  merged:  {merged} (verified against base+adapter: {merged / VERIFY_FILE})")
     if gguf:
         print(f"  gguf:    {gguf[0].parent}: {', '.join(f.name for f in gguf)}, a Modelfile beside each "
@@ -139,8 +142,8 @@ def prep_stage(recipe: Recipe, model_path: str) -> None:
 
 def train_stage(recipe: Recipe, model_path: str) -> None:
     """train, resuming from RUN/checkpoints when a killed run left a checkpoint there."""
-    if (recipe.dir / "run.json").is_file():
-        _skip("train", f"{recipe.dir / 'run.json'} exists")
+    if (recipe.dir / RUN_INFO).is_file():
+        _skip("train", f"{recipe.dir / RUN_INFO} exists")
         return
     _stage("train")
     train(recipe, resume="auto", model_path=model_path)
@@ -165,19 +168,15 @@ def cases_stage(recipe: Recipe, path: Path) -> Path:
     return path
 
 
-def eval_stage(recipe: Recipe, out: Path, cases: Path, model: list[str]) -> Path:
-    """`eval run` (generation, then scoring) into `out`, its arguments parsed by its own parser, so its defaults
-    hold wherever eval.batch_size or eval.max_new_tokens is null."""
+def eval_stage(recipe: Recipe, out: Path, cases: Path, **model) -> Path:
+    """eval's `evaluate` (generation, then scoring) of `model` (model=, and adapter=, gguf= or tokenizer=) into
+    `out`; eval's defaults hold wherever eval.batch_size or eval.max_new_tokens is null."""
     if (out / "report.json").is_file():
         _skip(f"eval {out.name}", f"{out / 'report.json'} exists")
         return out
     _stage(f"eval {out.name}")
-    argv = [*model, "--cases", str(cases), "--out", str(out)]
-    for flag, value in (("--batch-size", recipe.eval.batch_size), ("--max-new-tokens", recipe.eval.max_new_tokens)):
-        argv += [flag, str(value)] if value is not None else []
-    parser = argparse.ArgumentParser(prog="dispatchtune eval run")
-    generate.add_arguments(parser)
-    generate.run(parser.parse_args(argv))
+    evaluate(**model, cases=cases, out=out, batch_size=recipe.eval.batch_size,
+             max_new_tokens=recipe.eval.max_new_tokens)
     return out
 
 
@@ -198,7 +197,7 @@ def merge_stage(run_dir: Path) -> Path:
         _skip("merge", f"{out / VERIFY_FILE} exists")
         return out
     _stage("merge")
-    report = merge(run_dir / "adapter", out, run_json=run_dir / "run.json")
+    report = merge(run_dir / "adapter", out, run_dir=run_dir)
     if not report["passed"]:
         raise Failed(f"merge: the merged model differs from base+adapter ({'; '.join(report['failures'])}); "
                      f"nothing written to {out}")
@@ -226,7 +225,7 @@ def export_stage(recipe: Recipe, merged: Path) -> list[Path]:
         _stage("export gguf")
     allow = recipe.export.allow_unknown_pretokenizer or os.environ.get(ALLOW_ENV) == "1"
     report = export_gguf(merged, out, quants, name=recipe.dir.resolve().name, allow_unknown_pretokenizer=allow,
-                         run_json=recipe.dir / "run.json")
+                         run_dir=recipe.dir)
     if not report["passed"]:
         failed = [f"{f['file']}: {'; '.join(f['failures'])}" for f in report["files"] if not f["passed"]]
         raise Failed(f"export gguf: verification failed ({' | '.join(failed)}); nothing written to {out}")
@@ -245,9 +244,7 @@ def compare_stage(runs: list[Path], out: Path) -> Path:
     table, _, _ = compare(runs)
     if len(runs) > 2:
         table += _gguf_delta(runs[1], runs[2])
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(table, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text(out, table)
     print(table, end="")
     return out
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .atomic import commit, staging
 from .errors import UserError
 
 DEFAULT_HIDDEN_SIZE = 256  # llama.cpp's K-quants need weight rows that are multiples of 256
@@ -364,19 +363,14 @@ def build_tiny_model(family: str, out_dir: Path, *, hidden_size: int = DEFAULT_H
     recipe = {"family": spec.name, "hub_id": spec.hub_id, "hidden_size": hidden_size, "seed": seed}
     if _reusable(out_dir, recipe):
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staging(out_dir, directory=True) as tmp:
         _write_model(spec, tmp, hidden_size, seed)
         (tmp / MARKER).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
         try:
-            tmp.rename(out_dir)
-        except OSError:
+            commit(tmp, out_dir, replace=False)
+        except FileExistsError:
             if not _reusable(out_dir, recipe):  # lost a race to an identical concurrent build: use the winner's
                 raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -31,7 +31,7 @@ from dispatchtune.data_prep.schema_types import json_type
 from dispatchtune.errors import UserError
 from dispatchtune.jsonl import json_lines
 
-from .case import Case, Turn
+from .records import Case, Turn
 
 IRRELEVANCE = ("irrelevance", "live_irrelevance")  # right answer: no call
 RELEVANCE = ("live_relevance",)  # right answer: any call

@@ -23,11 +23,11 @@ from dispatchtune.data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
 
 from . import generate
+from .api import evaluate, score_predictions
 from .bfcl import read_bfcl
-from .cases import heldout_cases, write_cases
 from .compare import compare
-from .report import cell, log_wandb, wandb_target
-from .score import score_files
+from .heldout import heldout_cases
+from .records import write_cases
 from .suite import SUITES
 
 
@@ -48,10 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --format bfcl: the possible_answer files of the same categories")
     p.set_defaults(_eval=run_cases)
 
-    p = sub.add_parser("run", help="a model's predictions on cases (needs the model)",
+    p = sub.add_parser("run", help="a model's predictions on cases, scored (needs the model)",
                        description=generate.__doc__.strip().splitlines()[0])
-    generate.add_arguments(p)
-    p.set_defaults(_eval=generate.run)
+    _run_arguments(p)
+    p.set_defaults(_eval=run_model)
 
     p = sub.add_parser("score", help="score predictions against cases (no model needed)",
                        description="Verdicts per case (BFCL's AST check and more) and reports with 95%% intervals.")
@@ -103,43 +103,19 @@ def run_cases(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_model(args: argparse.Namespace) -> int:
+    evaluate(model=args.model, adapter=args.adapter, gguf=args.gguf, tokenizer=args.tokenizer,
+             template_kwargs=args.template_kwargs, cases=args.cases, out=args.out, batch_size=args.batch_size,
+             max_new_tokens=args.max_new_tokens, limit=args.limit)
+    return 0
+
+
 def run_score(args: argparse.Namespace) -> int:
     if args.answers and args.format != "bfcl":
         raise UserError("--answers goes with --format bfcl")
-    files = [("--cases", args.cases), ("--predictions", args.predictions), *(("--answers", a) for a in args.answers)]
-    for flag, path in files:
-        if not path.is_file():
-            raise UserError(f"{flag} file not found: {path}")
-    generation = _generation(args.predictions)
-    meta = {"name": args.name or args.out.resolve().name,
-            **{k: getattr(args, k) or generation.get(k) for k in ("model", "adapter", "gguf")}}
-    source = args.tokenizer or generation.get("tokenizer")
-    tokenizer = None if source in (None, "none") else generate.load_tokenizer(
-        source, "pass --tokenizer none to read the call format off the text")
-    meta["tokenizer"] = None if tokenizer is None else source
-    target = None if args.no_wandb else wandb_target(meta["adapter"], args.wandb_run)
-    return score_run(args.cases, args.predictions, args.out, meta, tokenizer, target, args.format, args.answers)
-
-
-def score_run(cases: Path, predictions: Path, out: Path, meta: dict, tokenizer, target: dict | None,
-              fmt: str = "cases", answers: list[Path] = ()) -> int:
-    """Scores `predictions` into `out` (report files), prints the summary and logs it to the wandb run `target`."""
-    report = score_files(cases, predictions, out, fmt, answers, meta, tokenizer)
-    overall = report["overall"]
-    print(f"eval score: {overall['cases']} cases, AST match {cell(overall, 'ast_match')}, tool selection "
-          f"{cell(overall, 'tool_selection')}, parsed {cell(overall, 'parsed')} -> {out}/report.{{json,md,png}}")
-    p = report["predictions"]
-    if p["missing"] or p["unknown_ids"] or p["malformed_lines"] or p["duplicate_ids"]:
-        print(f"  predictions: {p['missing']} cases without one, {p['unknown_ids']} unknown ids, "
-              f"{p['malformed_lines']} malformed lines, {p['duplicate_ids']} repeated ids")
-    if target:
-        try:
-            log_wandb(report, target)
-        except Exception as e:  # wandb's own errors (no login, no network) must not look like a scoring bug
-            raise UserError(f"the report is written, but logging it to wandb run {target['id']} failed "
-                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                            "set WANDB_MODE=offline or pass --no-wandb") from None
-        print(f"  logged eval/tool_call_score to wandb run {target['id']}")
+    score_predictions(args.cases, args.predictions, args.out, fmt=args.format, answers=args.answers, name=args.name,
+                      model=args.model, adapter=args.adapter, gguf=args.gguf, tokenizer=args.tokenizer,
+                      wandb_run=args.wandb_run, log_to_wandb=not args.no_wandb)
     return 0
 
 
@@ -156,11 +132,34 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generation(predictions: Path) -> dict:
-    """What `eval run` recorded beside its predictions (model, adapter, gguf, tokenizer), if it did."""
-    path = predictions.parent / "generation.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except json.JSONDecodeError:
-        raise UserError(f"{path} is not JSON; remove it or pass --model/--adapter/--gguf/--tokenizer") from None
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="Hub id or directory of the (base) model; with --gguf, the model the GGUF was made from "
+                             "(only its tokenizer is read)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--adapter", type=Path, help="a PEFT adapter directory (train's RUN/adapter) to apply")
+    source.add_argument("--gguf", type=Path, help="a GGUF file to run through llama-cpp-python instead")
+    parser.add_argument("--tokenizer",
+                        help="tokenizer whose chat template renders the prompts (default: the adapter's, else the "
+                             "model's); give the adapter's to score a base model on the training template")
+    parser.add_argument("--template-kwargs", type=_json_object, metavar="JSON",
+                        help="chat template variables, e.g. '{\"enable_thinking\": false}' (default: the training "
+                             "recipe's, from run.json beside the adapter or --tokenizer directory)")
+    parser.add_argument("--cases", required=True, type=Path, help="cases JSON Lines file (`eval cases` writes one)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="directory for predictions.jsonl, generation.json and the scores")
+    parser.add_argument("--batch-size", type=int, default=generate.BATCH_SIZE,
+                        help=f"prompts per generation batch (default: {generate.BATCH_SIZE})")
+    parser.add_argument("--max-new-tokens", type=int, default=generate.MAX_NEW_TOKENS,
+                        help=f"tokens per turn at most (default: {generate.MAX_NEW_TOKENS})")
+    parser.add_argument("--limit", type=int, help="only the first N cases (then not scored)")
 
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value

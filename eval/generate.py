@@ -18,80 +18,54 @@ Writes OUT/predictions.jsonl (one `Prediction` per case, in case order) and OUT/
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+from dispatchtune.atomic import write_text
 from dispatchtune.errors import UserError
+from dispatchtune.runinfo import read_run_info
 
-from .case import Case, Prediction
 from .parse import parse_output
+from .records import Case, Prediction
 from .score import file_hash, iter_cases
 
 GGUF_CONTEXT = 16384  # llama.cpp context: prep's 8192-token samples plus a long answer fit; its KV cache is allocated whole
+BATCH_SIZE, MAX_NEW_TOKENS = 16, 256  # the defaults: prompts per generation batch, tokens per turn at most
+PREDICTIONS, GENERATION = "predictions.jsonl", "generation.json"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="Hub id or directory of the (base) model; with --gguf, the model the GGUF was made from "
-                             "(only its tokenizer is read)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--adapter", type=Path, help="a PEFT adapter directory (train's RUN/adapter) to apply")
-    source.add_argument("--gguf", type=Path, help="a GGUF file to run through llama-cpp-python instead")
-    parser.add_argument("--tokenizer",
-                        help="tokenizer whose chat template renders the prompts (default: the adapter's, else the "
-                             "model's); give the adapter's to score a base model on the training template")
-    parser.add_argument("--template-kwargs", type=_json_object, metavar="JSON",
-                        help="chat template variables, e.g. '{\"enable_thinking\": false}' (default: the training "
-                             "recipe's, from run.json beside the adapter or --tokenizer directory)")
-    parser.add_argument("--cases", required=True, type=Path, help="cases JSON Lines file (`eval cases` writes one)")
-    parser.add_argument("--out", required=True, type=Path, help="directory for predictions.jsonl and generation.json")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch (default: 16)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens per turn at most (default: 256)")
-    parser.add_argument("--limit", type=int, help="only the first N cases")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1 or args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
-        raise UserError("--batch-size, --max-new-tokens and --limit must be positive")
-    if (args.out / "cases.jsonl").resolve() == args.cases.resolve():
-        raise UserError(f"--out {args.out} holds the cases file, which scoring writes over; pick another directory")
-    every_case = load_cases(args.cases)
-    cases = every_case[: args.limit]
-    backend = load_backend(args)
-    start = time.perf_counter()
-    predictions, stats = predict(cases, backend, args.batch_size)
-    wall = time.perf_counter() - start
-    backend.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    _write(args.out / "predictions.jsonl", "".join(p.to_json() + "\n" for p in predictions))
+def generate_predictions(cases: list[Case], cases_file: Path, out: Path, *, model: str, adapter: Path | None = None,
+                         gguf: Path | None = None, tokenizer: str | None = None, template_kwargs: dict | None = None,
+                         batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[dict, object]:
+    """Runs the model on `cases` (read from `cases_file`) and writes OUT/predictions.jsonl and OUT/generation.json;
+    returns what generation.json holds and the tokenizer that rendered the prompts (scoring parses with it)."""
+    backend = load_backend(model, adapter, gguf, tokenizer, template_kwargs, max_new_tokens)
+    try:
+        start = time.perf_counter()
+        predictions, stats = predict(cases, backend, batch_size)
+        wall = time.perf_counter() - start
+    finally:
+        backend.close()
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / PREDICTIONS, "".join(p.to_json() + "\n" for p in predictions))
     report = {
-        "model": args.model, "adapter": _str(args.adapter), "gguf": _str(args.gguf),
+        "model": model, "adapter": _str(adapter), "gguf": _str(gguf),
         "tokenizer": backend.tokenizer_source,
         "template_kwargs": backend.template_kwargs,
-        "cases_file": str(args.cases), "cases_sha256": file_hash(args.cases),
-        "cases": len(cases), "turns": stats["turns"], "batch_size": args.batch_size,
-        "max_new_tokens": args.max_new_tokens, "tokens_generated": stats["tokens"],
+        "cases_file": str(cases_file), "cases_sha256": file_hash(cases_file),
+        "cases": len(cases), "turns": stats["turns"], "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens, "tokens_generated": stats["tokens"],
         "unfinished_turns": stats["unfinished"], "template_errors": stats["template_errors"],
         "wall_s": round(wall, 3), "cases_per_s": round(len(cases) / wall, 3) if wall else None,
         "device": backend.device, "python": platform.python_version(),
     }
-    _write(args.out / "generation.json", json.dumps(report, indent=2) + "\n")
+    write_text(out / GENERATION, json.dumps(report, indent=2) + "\n")
     print(f"eval run: {len(cases)} cases, {stats['turns']} turns, {stats['tokens']} tokens in {wall:.1f} s "
-          f"({report['cases_per_s']} cases/s) -> {args.out / 'predictions.jsonl'}")
-    if len(cases) < len(every_case):  # scoring would fail the cases that did not run
-        print(f"eval run: not scored, since --limit ran {len(cases)} of the {len(every_case)} cases")
-        return 0
-    from .cli import score_run  # eval.cli imports this module
-    from .report import wandb_target
-
-    meta = {"name": args.out.resolve().name, **{k: report[k] for k in ("model", "adapter", "gguf", "tokenizer")}}
-    return score_run(args.cases, args.out / "predictions.jsonl", args.out, meta, backend.tokenizer,
-                     wandb_target(meta["adapter"], None))
+          f"({report['cases_per_s']} cases/s) -> {out / PREDICTIONS}")
+    return report, backend.tokenizer
 
 
 def load_cases(path: Path) -> list[Case]:
@@ -251,29 +225,25 @@ class GGUFBackend(Backend):
         self.llm.close()  # before interpreter exit, or llama.cpp may crash tearing down
 
 
-def load_backend(args: argparse.Namespace) -> Backend:
-    source = args.tokenizer
+def load_backend(model: str, adapter: Path | None, gguf: Path | None, tokenizer: str | None,
+                 template_kwargs: dict | None, max_new_tokens: int) -> Backend:
+    """The backend for the model, rendering with `tokenizer`'s template (default: the adapter's, else the model's)
+    and `template_kwargs` (default: those training used, from run.json beside the adapter or tokenizer)."""
+    source = tokenizer
     if source is None:
-        has_tokenizer = args.adapter is not None and (args.adapter / "tokenizer_config.json").is_file()
-        source = str(args.adapter) if has_tokenizer else args.model
-    kwargs = args.template_kwargs
-    if kwargs is None:
-        kwargs = recipe_template_kwargs(Path(str(args.adapter or source)))
-    if args.gguf is not None:
-        return GGUFBackend(args.gguf, source, args.max_new_tokens, kwargs)
-    return HFBackend(args.model, args.adapter, source, args.max_new_tokens, kwargs)
+        has_tokenizer = adapter is not None and (adapter / "tokenizer_config.json").is_file()
+        source = str(adapter) if has_tokenizer else model
+    if template_kwargs is None:
+        template_kwargs = recipe_template_kwargs(Path(str(adapter or source)))
+    if gguf is not None:
+        return GGUFBackend(gguf, source, max_new_tokens, template_kwargs)
+    return HFBackend(model, adapter, source, max_new_tokens, template_kwargs)
 
 
 def recipe_template_kwargs(adapter_dir: Path) -> dict:
     """The template variables training used: `model.template_kwargs` of RUN/run.json, for an adapter in RUN/adapter."""
-    run_json = adapter_dir.parent / "run.json"
-    if not adapter_dir.is_dir() or not run_json.is_file():
-        return {}
-    try:
-        recipe = json.loads(run_json.read_text(encoding="utf-8")).get("recipe") or {}
-    except ValueError:
-        raise UserError(f"{run_json} is not JSON; fix it or pass --template-kwargs") from None
-    return (recipe.get("model") or {}).get("template_kwargs") or {}
+    info = read_run_info(adapter_dir.parent) if adapter_dir.is_dir() else None
+    return info.template_kwargs if info else {}
 
 
 def predict(cases: list[Case], backend: Backend, batch_size: int) -> tuple[list[Prediction], dict]:
@@ -341,26 +311,9 @@ def load_tokenizer(source: str, advice: str = ""):
                         + (f"; {advice}" if advice else "")) from None
 
 
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
-    return value
-
-
 def _ids(value) -> set[int]:
     return set() if value is None else {value} if isinstance(value, int) else set(value)
 
 
 def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
-
-
-def _write(path: Path, text: str) -> None:
-    """Written beside its final name and renamed into place: a file that exists is complete."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

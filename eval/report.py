@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
+
+from dispatchtune.atomic import write_text
+from dispatchtune.runinfo import read_run_info
 
 from .score import METRICS
 
@@ -125,9 +127,7 @@ def write_report(out: Path, report: dict) -> None:
               for c, s in [*report["categories"].items(), ("overall", report["overall"])]}
     by_label = {LABELS[m]: m for m in PLOTTED}
     plot(groups, by_label.get, out / "report.png", f"{report['meta'].get('name') or 'eval'}: per category")
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "report.json")
+    write_text(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 # ---- wandb ----
@@ -140,12 +140,10 @@ def wandb_target(adapter: str | None, explicit: str | None) -> dict | None:
         return {"id": run_id, "project": path[-1] if path else None, "entity": path[0] if len(path) > 1 else None}
     if not adapter:
         return None
-    for candidate in (Path(adapter) / "run.json", Path(adapter).parent / "run.json"):
-        if candidate.is_file():
-            info = json.loads(candidate.read_text(encoding="utf-8"))
-            if info.get("wandb_run_id"):
-                return {"id": info["wandb_run_id"], "project": info.get("wandb_project"),
-                        "entity": info.get("wandb_entity")}
+    for run_dir in (Path(adapter), Path(adapter).parent):
+        info = read_run_info(run_dir)
+        if info and info.wandb_target():
+            return info.wandb_target()
     return None
 
 

@@ -23,11 +23,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TextIO
 
 import orjson  # 2-3x faster than json on these lines: decoding was 15% of scoring time
 
@@ -36,8 +35,8 @@ from dispatchtune.errors import UserError
 from dispatchtune.jsonl import json_lines
 
 from .bfcl import check_call, check_turn, literal, read_bfcl, standardize
-from .case import Case, Prediction, Turn, tool_index
-from .cases import chain_links, leaves, message_text
+from .heldout import chain_links, leaves, message_text
+from .records import Case, Prediction, Turn, tool_index
 
 METRICS = ("parsed", "tool_selection", "arguments", "exact_match", "ast_match", "order", "gating")
 _EXAMPLES = 5
@@ -338,38 +337,25 @@ def file_hash(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def score_files(cases_path: Path, predictions_path: Path, out: Path, fmt: str = "cases",
-                answers: list[Path] = (), meta: dict | None = None, tokenizer=None) -> dict:
-    """Scores a predictions file; writes cases.jsonl and the report files into `out`; returns the report."""
-    from .report import build_report, write_report
-
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "cases.jsonl").resolve() == Path(cases_path).resolve():
-        raise UserError(f"--out {out} would overwrite the cases file {cases_path}; score into another directory")
-    tmp = out / ".cases.jsonl.tmp"
+def score_all(cases_path: Path, predictions_path: Path, fmt: str = "cases", answers: list[Path] = (), tokenizer=None,
+              rows_to: TextIO | None = None) -> tuple[list[dict], dict]:
+    """Every case's row, in case order (each also written to `rows_to` as a JSON line once scored), and counts of the
+    predictions: lines, malformed lines, repeated ids, ids that match no case, cases without one, a few examples."""
     ids: set[str] = set()
     rows = []
-    try:
-        with gc_paused(), open(tmp, "w", encoding="utf-8") as f:
-            predictions, stats = load_predictions(predictions_path)
-            for case in iter_cases(cases_path, fmt, answers):
-                ids.add(case.id)
-                rows.append(score_case(case, predictions.get(case.id), tokenizer))
-                f.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out / "cases.jsonl")
+    with gc_paused():
+        predictions, stats = load_predictions(predictions_path)
+        for case in iter_cases(cases_path, fmt, answers):
+            ids.add(case.id)
+            rows.append(score_case(case, predictions.get(case.id), tokenizer))
+            if rows_to is not None:
+                rows_to.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
     unknown = [k for k in predictions if k not in ids]
     stats["unknown_ids"] = len(unknown)
     for k in unknown:
         _example(stats, f"id {k!r} matches no case")
     stats["missing"] = sum(1 for k in ids if k not in predictions)
-    meta = {**(meta or {}), "cases_file": str(cases_path), "cases_sha256": file_hash(cases_path, *answers),
-            "predictions_file": str(predictions_path)}
-    report = build_report(rows, meta, stats)
-    write_report(out, report)
-    return report
+    return rows, stats
 
 
 @contextmanager

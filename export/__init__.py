@@ -6,19 +6,14 @@ its output against its input on the same prompts (logits, tokens, template) and 
 Outputs are built in a temporary directory beside the target and renamed into place only after that check passed:
 a final path holds a complete, verified artefact or nothing, whatever kills the process on the way.
 
-This module holds what those checks share: the prompts, the logit comparison and the staging directory.
+This module holds what those checks share: the prompts, the logit comparison and the verify report.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 from dispatchtune.errors import UserError
 
@@ -172,25 +167,3 @@ def existing_output(final: Path, force: bool) -> dict | None:
             raise UserError(f"{final} exists but is not a complete output; remove it or pass --force")
         raise UserError(f"{final} holds an output that failed verification; remove it or pass --force")
     return report
-
-
-@contextmanager
-def staging(final: Path) -> Iterator[Path]:
-    """A fresh directory beside `final` (same file system, so the final rename is atomic), removed on the way out."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def move_into_place(tmp: Path, final: Path) -> None:
-    """Rename a finished staging directory to `final`, replacing what is there (only reached with --force)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        final.rename(old)
-    tmp.rename(final)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from dispatchtune.runinfo import RunInfo, read_run_info
 from dispatchtune.train.mask import end_of_turn_token
 
 from .merge import read_adapter_config
@@ -45,8 +46,8 @@ def model_card(run_dir: Path, repo_id: str, *, include: list[str], datasets: lis
 
     adapter = run_dir / "adapter"
     adapter_config = read_adapter_config(adapter)
-    run = read_json(run_dir / "run.json") or {}
-    base = (run.get("model") or {}).get("name_or_path") or adapter_config.base_model_name_or_path or ""
+    run = read_run_info(run_dir)
+    base = (run and run.base_model) or adapter_config.base_model_name_or_path or ""
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     gguf = read_json(run_dir / "gguf" / "verify.json") if "gguf" in include else None
     metadata = {
@@ -63,7 +64,7 @@ def model_card(run_dir: Path, repo_id: str, *, include: list[str], datasets: lis
         f"# {name}\n\nA LoRA adapter that turns `{base or 'its base model'}` into a tool-calling dispatch model, "
         "trained with dispatchtune on tool-call traces (loss on the assistant turns only)."
         + ("" if license else " Its license is the base model's; see the base model card."),
-        _format_section(tokenizer, ((run.get("recipe") or {}).get("model") or {}).get("template_kwargs")),
+        _format_section(tokenizer, run and run.template_kwargs),
         _usage_section(repo_id, base, include, gguf),
         _eval_section(run_dir),
         _recipe_section(run, adapter_config),
@@ -141,19 +142,20 @@ def _eval_section(run_dir: Path) -> str:
             f"with Wilson 95% intervals).\n\n{table}")
 
 
-def _recipe_section(run: dict, adapter_config) -> str:
-    recipe = run.get("recipe") or {}
+def _recipe_section(run: RunInfo | None, adapter_config) -> str:
+    info = run or RunInfo()
+    recipe = info.recipe
     rows = {
-        "base model": (run.get("model") or {}).get("name_or_path") or adapter_config.base_model_name_or_path,
+        "base model": info.base_model or adapter_config.base_model_name_or_path,
         "LoRA rank / alpha / dropout": " / ".join(str(x) for x in (
             adapter_config.r, adapter_config.lora_alpha, adapter_config.lora_dropout)),
         "target modules": adapter_config.target_modules if isinstance(adapter_config.target_modules, str)
         else ", ".join(sorted(adapter_config.target_modules or [])),
-        "QLoRA (4-bit base)": (run.get("model") or {}).get("qlora"),
-        "training data": _data((run.get("data") or {}).get("train") or {}),
-        "steps": (run.get("metrics") or {}).get("steps"),
-        "loss first -> last": _loss(run.get("metrics") or {}),
-        "library versions": ", ".join(f"{k} {v}" for k, v in (run.get("versions") or {}).items()),
+        "QLoRA (4-bit base)": info.qlora,
+        "training data": _data(info.data.get("train") or {}),
+        "steps": info.metrics.get("steps"),
+        "loss first -> last": _loss(info.metrics),
+        "library versions": ", ".join(f"{k} {v}" for k, v in info.versions.items()),
     }
     table = "\n".join(f"| {k} | {v} |" for k, v in rows.items() if v not in (None, "", " /  / "))
     section = "## Training\n\n| | |\n|---|---|\n" + table if table else "## Training"
@@ -161,7 +163,7 @@ def _recipe_section(run: dict, adapter_config) -> str:
         shown = {k: v for k, v in recipe.items() if k in ("model", "lora", "training")}
         section += ("\n\n<details><summary>Recipe (from run.json)</summary>\n\n```yaml\n"
                     f"{yaml.safe_dump(shown, sort_keys=False).strip()}\n```\n\n</details>")
-    elif not run:
+    elif run is None:
         section += "\n\nNo run.json: the training recipe is not known."
     return section
 

@@ -27,11 +27,12 @@ import json
 import os
 from pathlib import Path
 
+from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
+from dispatchtune.runinfo import read_run_info
 
 from . import (
-    VERIFY_FILE, Tolerance, compare_logits, existing_output, hf_logits, move_into_place, staging, token_ids,
-    verification_prompts, write_json,
+    VERIFY_FILE, Tolerance, compare_logits, existing_output, hf_logits, token_ids, verification_prompts, write_json,
 )
 from . import llama_cpp_tools as tools
 from .modelfile import modelfile_settings, write_modelfile
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     quants = [q.strip().lower() for q in args.quant.split(",") if q.strip()]
     name = args.name or (args.run or (model.parent if model.name == "merged" else model)).resolve().name
     report = export_gguf(model, out, quants, name=name, allow_unknown_pretokenizer=args.allow_unknown_pretokenizer,
-                         force=args.force, run_json=args.run / "run.json" if args.run else None)
+                         force=args.force, run_dir=args.run)
     for entry in report["files"]:
         m = entry["logits"]
         state = "ok" if entry["passed"] else "FAILED: " + "; ".join(entry["failures"])
@@ -101,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
-                allow_unknown_pretokenizer: bool = False, force: bool = False, run_json: Path | None = None) -> dict:
-    """Convert, quantise, verify and (if every file passed) write `out_dir`; return the verify report."""
+                allow_unknown_pretokenizer: bool = False, force: bool = False, run_dir: Path | None = None) -> dict:
+    """Convert, quantise, verify and (if every file passed) write `out_dir`; return the verify report.
+    `run_dir`: the training run, whose run.json gives the template variables for the Modelfile."""
     unknown = [q for q in quants if q not in TOLERANCES]
     if unknown or not quants:
         raise UserError(f"unknown quant type(s) {', '.join(unknown) or '(none given)'}; "
@@ -126,7 +128,7 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pretokenizer = _fallback_pretokenizer(model_dir) if allow_unknown_pretokenizer else None
     source = _lossless_type(config)
-    with staging(out_dir) as tmp:
+    with staging(out_dir, directory=True) as tmp:
         log = tmp / "llama.cpp.log"
         paths = {q: tmp / f"{name}-{q}.gguf" for q in quants}
         source_path = paths.get(source, tmp / f".source-{source}.gguf")
@@ -145,7 +147,7 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
         stops = stop_ids(model_dir)
         files = verify_files(model_dir, tokenizer, paths, stops)
         settings = modelfile_settings(tokenizer, stops, getattr(config, "max_position_embeddings", None),
-                                      template_kwargs=_template_kwargs(run_json))
+                                      template_kwargs=_template_kwargs(run_dir))
         for path in paths.values():
             write_modelfile(path, settings)
         report = {
@@ -161,7 +163,7 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
         if report["passed"]:
             log.unlink(missing_ok=True)
             write_json(tmp / VERIFY_FILE, report)
-            move_into_place(tmp, out_dir)
+            commit(tmp, out_dir)
     return report
 
 
@@ -335,10 +337,7 @@ def _llama_greedy(llm, ids: list[int]) -> list[int]:
     return out
 
 
-def _template_kwargs(run_json: Path | None) -> dict:
+def _template_kwargs(run_dir: Path | None) -> dict:
     """The template variables training rendered with (Llama's date_string), from RUN/run.json's recipe."""
-    try:
-        recipe = json.loads(run_json.read_text(encoding="utf-8")).get("recipe", {}) if run_json else {}
-    except (OSError, ValueError):
-        return {}
-    return recipe.get("model", {}).get("template_kwargs") or {}
+    info = read_run_info(run_dir) if run_dir else None
+    return info.template_kwargs if info else {}

@@ -25,6 +25,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
 
 # The llama-cpp-python release whose converter is used when llama_cpp is not installed (the set-up pins the same).
@@ -69,25 +70,25 @@ def converter_dir() -> Path:
 def fetch_converter(version: str) -> Path:
     """Download llama-cpp-python `version`'s sources with pip (its cache serves repeats) and unpack the converter."""
     target = CACHE_DIR / f"llama.cpp-{version}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.partial-", dir=target.parent) as tmp:
+    with staging(target, directory=True) as tree:
         print(f"fetching llama.cpp's converter from the llama-cpp-python {version} sources (77 MB, once)")
+        sdist = tree / ".sdist"
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-               "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", tmp]
+               "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", str(sdist)]
         if subprocess.run(cmd).returncode:
             raise UserError(f"could not download llama-cpp-python {version}; set LLAMA_CPP_DIR to a llama.cpp "
                             "checkout, or run scripts/install_export_tools.sh where PyPI is reachable")
         vendor = f"llama_cpp_python-{version}/vendor/llama.cpp/"
-        tree = Path(tmp) / "tree"
-        with tarfile.open(next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))) as tar:
+        with tarfile.open(next(sdist.glob("llama_cpp_python-*.tar.gz"))) as tar:
             members = [m for m in tar.getmembers() if m.name.startswith(vendor)
                        and m.name[len(vendor):].startswith(CONVERTER_PARTS)]
             for member in members:
                 member.name = member.name[len(vendor):]
             tar.extractall(tree, members=members, filter="data")
+        shutil.rmtree(sdist)
         try:
-            tree.rename(target)
-        except OSError:  # a concurrent fetch finished first: use its copy
+            commit(tree, target, replace=False)
+        except FileExistsError:  # a concurrent fetch finished first: use its copy
             if not (target / "convert_hf_to_gguf.py").is_file():
                 raise
     return target

@@ -18,16 +18,16 @@ unmerged base+adapter on rendered prompts (some with tools); the figures go to v
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
+from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
+from dispatchtune.runinfo import read_run_info
 from dispatchtune.train.mask import end_of_turn_token
 
 from . import (
-    VERIFY_FILE, Tolerance, compare_logits, existing_output, hf_logits, move_into_place, staging, token_ids,
-    verification_prompts, write_json,
+    VERIFY_FILE, Tolerance, compare_logits, existing_output, hf_logits, token_ids, verification_prompts, write_json,
 )
 
 # Merged (saved in the base's dtype) vs base+adapter computed in float32. float32 differs only by summation order
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         raise UserError("--adapter needs --out (where to write the merged model)")
     report = merge(adapter, out, base=args.base, tokenizer_dir=args.tokenizer, force=args.force,
-                   run_json=args.run / "run.json" if args.run else None)
+                   run_dir=args.run)
     m = report["metrics"]
     summary = (f"max rel err {m['max_rel_err']:.2e}, mean cosine {m['mean_cosine']:.6f}, top-1 {m['top1']:.2f} "
                f"on {report['prompts']} prompts")
@@ -69,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenizer_dir: Path | None = None,
-          force: bool = False, run_json: Path | None = None) -> dict:
-    """Merge, verify, and (if verified) write `out_dir`; return the verify report (`passed` says which)."""
+          force: bool = False, run_dir: Path | None = None) -> dict:
+    """Merge, verify, and (if verified) write `out_dir`; return the verify report (`passed` says which).
+    `run_dir`: the training run, whose run.json says whether it was QLoRA."""
     done = existing_output(out_dir, force)
     if done:
         return {**done, "skipped": True}
@@ -100,7 +101,7 @@ def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenize
     merged = model.merge_and_unload().to(getattr(torch, dtype))
     del model
 
-    with staging(out_dir) as tmp:
+    with staging(out_dir, directory=True) as tmp:
         generation = merged.generation_config
         generation.eos_token_id = stop_token_ids(tokenizer, generation)
         if generation.pad_token_id is None:
@@ -120,7 +121,7 @@ def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenize
             "base": str(base),
             "adapter": str(adapter_dir),
             "dtype": dtype,
-            "qlora": _trained_with_qlora(run_json),
+            "qlora": _trained_with_qlora(run_dir),
             "eos_token_id": reloaded.generation_config.eos_token_id,
             "tolerance": tolerance.to_dict(),
             "metrics": metrics,
@@ -128,7 +129,7 @@ def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenize
         }
         if report["passed"]:
             write_json(tmp / VERIFY_FILE, report)
-            move_into_place(tmp, out_dir)
+            commit(tmp, out_dir)
     return report
 
 
@@ -183,10 +184,7 @@ def _dtype_name(config) -> str:
     return name
 
 
-def _trained_with_qlora(run_json: Path | None) -> bool | None:
+def _trained_with_qlora(run_dir: Path | None) -> bool | None:
     """Whether the run's recipe trained on a 4-bit base (recorded for the model card; the merge is the same)."""
-    try:
-        run = json.loads(run_json.read_text(encoding="utf-8")) if run_json else {}
-    except (OSError, ValueError):
-        return None
-    return run.get("model", {}).get("qlora")
+    info = read_run_info(run_dir) if run_dir else None
+    return info.qlora if info else None

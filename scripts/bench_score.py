@@ -52,7 +52,7 @@ def _tool(rng: random.Random, name: str) -> dict:
 def make_files(work: Path, n: int, text: bool, seed: int = 0) -> tuple[Path, Path]:
     """Writes cases.jsonl and predictions.jsonl; returns their paths."""
     from dispatchtune.data_prep.sample import ToolCall
-    from dispatchtune.eval.case import Case, Turn, exact
+    from dispatchtune.eval.records import Case, Turn, exact
 
     rng = random.Random(seed)
     cases_path, preds_path = work / "cases.jsonl", work / "predictions.jsonl"

@@ -26,7 +26,7 @@ import pytest
 from dispatchtune.data_prep.readers import bfcl as bfcl_reader
 from dispatchtune.data_prep.sample import ToolCall
 from dispatchtune.eval.bfcl import check_turn
-from dispatchtune.eval.case import tool_index
+from dispatchtune.eval.records import tool_index
 
 pytest.importorskip("bfcl_eval", reason="pip install --no-deps bfcl-eval (scripts/setup.sh does)")
 

@@ -11,8 +11,8 @@ from dispatchtune.data_prep.sample import Sample, function_tool, read_jsonl
 from dispatchtune.cli import main
 from dispatchtune.errors import UserError
 from dispatchtune.eval.bfcl import read_bfcl
-from dispatchtune.eval.case import Prediction, exact
-from dispatchtune.eval.cases import heldout_cases
+from dispatchtune.eval.records import Prediction, exact
+from dispatchtune.eval.heldout import heldout_cases
 from dispatchtune.eval.score import iter_cases, score_case
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dispatchtune.errors import UserError
-from dispatchtune.eval import generate
+from dispatchtune.eval import cli, generate
 from dispatchtune.eval.generate import Backend, HFBackend, end_of_turn, predict
 from dispatchtune.eval.score import iter_cases
 from dispatchtune.eval.suite import load_dispatch_suite
@@ -56,8 +56,8 @@ def adapter(tiny_models, tmp_path_factory):
 
 def eval_run(*argv) -> int:
     parser = argparse.ArgumentParser()
-    generate.add_arguments(parser)
-    return generate.run(parser.parse_args([str(a) for a in argv]))
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args(["run", *(str(a) for a in argv)]))
 
 
 def predictions(out):
@@ -243,6 +243,31 @@ def test_gguf_without_llama_cpp_says_what_to_install(tiny_models, cases_file, tm
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails as if it were not installed
     with pytest.raises(UserError, match="pip install llama-cpp-python"):
         eval_run("--model", tiny_models("qwen3"), "--gguf", tmp_path / "x.gguf", "--cases", cases_file,
+                 "--out", tmp_path / "out")
+
+
+def test_the_backend_is_closed_when_generation_fails(tiny_models, cases_file, tmp_path, monkeypatch):
+    closed = []
+
+    class Failing(Scripted):
+        def generate(self, prompts):
+            raise RuntimeError("out of memory")
+
+        def close(self):
+            closed.append(True)
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models("qwen3"))
+    monkeypatch.setattr(generate, "load_backend", lambda *args: Failing(tokenizer, []))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        eval_run("--model", tiny_models("qwen3"), "--cases", cases_file, "--out", tmp_path / "out")
+    assert closed == [True] and not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_run_json_is_named(tiny_models, cases_file, tmp_path):
+    (tmp_path / "run" / "adapter").mkdir(parents=True)
+    (tmp_path / "run" / "run.json").write_text("{truncated")
+    with pytest.raises(UserError, match=f"{tmp_path / 'run' / 'run.json'} is not JSON"):
+        eval_run("--model", tiny_models("qwen3"), "--tokenizer", tmp_path / "run" / "adapter", "--cases", cases_file,
                  "--out", tmp_path / "out")
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from dispatchtune.data_prep.sample import function_tool
 from dispatchtune.cli import main
-from dispatchtune.eval.case import Case, Turn
+from dispatchtune.eval.records import Case, Turn
 from dispatchtune.eval.report import wilson
-from dispatchtune.eval.score import score_files
+from dispatchtune.eval.api import score_files
 
 TOOL = function_tool("get_weather", "d", {"type": "object", "properties": {"city": {"type": "string"}},
                                           "required": ["city"]})

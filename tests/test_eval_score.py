@@ -6,8 +6,9 @@ import pytest
 
 from dispatchtune.data_prep.sample import function_tool
 from dispatchtune.cli import main
-from dispatchtune.eval.case import Case, Prediction, Turn
-from dispatchtune.eval.score import score_case, score_files
+from dispatchtune.eval.records import Case, Prediction, Turn
+from dispatchtune.eval.api import score_files
+from dispatchtune.eval.score import score_case
 
 WEATHER = function_tool("get_weather", "d", {"type": "object", "properties": {
     "city": {"type": "string"}, "days": {"type": "integer"}, "lat": {"type": "number"}, "metric": {"type": "boolean"},

@@ -8,8 +8,8 @@ import pytest
 from dispatchtune.data_prep.sample import Rejected, ToolCall
 from dispatchtune.data_prep.validate import check_value
 from dispatchtune.eval.bfcl import literal
-from dispatchtune.eval.case import tool_index
-from dispatchtune.eval.case import Case, Prediction
+from dispatchtune.eval.records import tool_index
+from dispatchtune.eval.records import Case, Prediction
 from dispatchtune.eval.score import score
 from dispatchtune.eval.suite import SUITES, load_dispatch_suite
 

@@ -11,8 +11,8 @@ inference chat template), then RUN/run.json (the resolved recipe, data hashes an
 the wandb run id). A killed run leaves only RUN/checkpoints/, which `--resume` continues from.
 
 One GPU: `dispatchtune train --recipe R`; several: `accelerate launch --config_file recipes/accelerate/ddp.yaml -m
-train --recipe R` (train/__main__.py). Every process tokenizes the data itself (one quick pass; no cache to go stale);
-only the main process shows progress and writes the outputs.
+dispatchtune.train --recipe R` (train/__main__.py). Every process tokenizes the data itself (one quick pass; no cache
+to go stale); only the main process shows progress and writes the outputs.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import os
-import shutil
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
+from dispatchtune.atomic import commit, remove_stale, staging_path
 from dispatchtune.data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
+from dispatchtune.runinfo import RUN_INFO, RunInfo, write_run_info
 
 from .config import Recipe, load_recipe
 
@@ -87,36 +87,36 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     eval_losses = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]
-    info = {
-        "recipe": recipe.to_dict(),
-        "model": {"name_or_path": recipe.model.name_or_path, "resolved": model_path, **args.model_init_kwargs,
-                  "qlora": lora.qlora},
-        "mask": {"method": fmt.method, "end_of_turn": fmt.end_of_turn},
-        "data": {"train": {"path": recipe.data.train, "sha256": _sha256(Path(recipe.data.train)), **counts},
-                 "heldout": _file_info(Path(recipe.data.heldout))},
-        "metrics": {"train_loss": result.metrics.get("train_loss"), "first_loss": losses[0] if losses else None,
-                    "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
-                    "eval_loss": eval_losses[-1] if eval_losses else None,
-                    "runtime_s": result.metrics.get("train_runtime"), "processes": state.num_processes},
-        "resumed_from": last_checkpoint,
+    info = RunInfo(
+        recipe=recipe.to_dict(),
+        model={"name_or_path": recipe.model.name_or_path, "resolved": model_path, **args.model_init_kwargs,
+               "qlora": lora.qlora},
+        mask={"method": fmt.method, "end_of_turn": fmt.end_of_turn},
+        data={"train": {"path": recipe.data.train, "sha256": _sha256(Path(recipe.data.train)), **counts},
+              "heldout": _file_info(Path(recipe.data.heldout))},
+        metrics={"train_loss": result.metrics.get("train_loss"), "first_loss": losses[0] if losses else None,
+                 "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
+                 "eval_loss": eval_losses[-1] if eval_losses else None,
+                 "runtime_s": result.metrics.get("train_runtime"), "processes": state.num_processes},
+        resumed_from=last_checkpoint,
         **_wandb_info(wandb_run),
-        "versions": _versions(),
-        "git": _git(),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+        versions=_versions(),
+        git=_git(),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
     tokenizer.chat_template = fmt.inference_template  # save_model writes the tokenizer beside the adapter
     _save(trainer, recipe.dir, info, state)
     if state.is_main_process:
         if wandb_run:
             wandb_run.summary.update({f"data/{k}": v for k, v in counts.items()})
             wandb_run.finish()
-        m = info["metrics"]
+        m = info.metrics
         print(f"trained {m['steps']} steps in {m['runtime_s']:.0f} s, loss {_fmt(m['first_loss'])} -> "
-              f"{_fmt(m['last_loss'])}\n  adapter:  {recipe.dir / 'adapter'}\n  run.json: {recipe.dir / 'run.json'}"
-              + (f"\n  wandb:    run {wandb_run.id} ({info['wandb_dir']})" if wandb_run else ""))
+              f"{_fmt(m['last_loss'])}\n  adapter:  {recipe.dir / 'adapter'}\n  run.json: {recipe.dir / RUN_INFO}"
+              + (f"\n  wandb:    run {wandb_run.id} ({info.wandb_dir})" if wandb_run else ""))
     state.wait_for_everyone()
     trainer.end()
-    return info
+    return info.to_dict()
 
 
 def peft_config(lora):
@@ -193,21 +193,18 @@ def _set_model_init(recipe: Recipe, state):
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def _save(trainer, run_dir: Path, info: dict, state) -> None:
+def _save(trainer, run_dir: Path, info: RunInfo, state) -> None:
     """RUN/adapter, then RUN/run.json, each written under a temporary name and renamed into place. Every process
-    calls save_model (FSDP gathers the weights); the main one writes."""
-    tmp = run_dir / ".adapter.partial"
-    if state.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    state.wait_for_everyone()
+    calls save_model (FSDP gathers the weights) into the main process's temporary name; the main one writes."""
+    from accelerate.utils import broadcast_object_list
+
+    [tmp] = broadcast_object_list([staging_path(run_dir / "adapter")])
     trainer.save_model(str(tmp))
     if not state.is_main_process:
         return
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json holds the same readably
-    shutil.rmtree(run_dir / "adapter", ignore_errors=True)  # left by a run killed before its run.json: unfinished
-    os.replace(tmp, run_dir / "adapter")
-    (run_dir / ".run.json.tmp").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(run_dir / ".run.json.tmp", run_dir / "run.json")  # last: its presence marks the run finished
+    commit(tmp, run_dir / "adapter")  # replaces one left by a run killed before its run.json: unfinished
+    write_run_info(run_dir, info)  # last: its presence marks the run finished
 
 
 def load_format(recipe: Recipe, model_path: str | None = None):
@@ -291,7 +288,7 @@ def _check_outputs(recipe: Recipe, resume: bool | str, state) -> str | None:
     resume="auto": the last checkpoint where there is one, else a quiet start from step 0."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    if (recipe.dir / "run.json").exists():
+    if (recipe.dir / RUN_INFO).exists():
         raise UserError(f"{recipe.dir} holds a finished run (run.json); set another run.dir or remove that one")
     out = Path(recipe.training.output_dir)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
@@ -303,6 +300,9 @@ def _check_outputs(recipe: Recipe, resume: bool | str, state) -> str | None:
     elif resume and resume != "auto":
         state.print(f"--resume: no checkpoint in {out}; starting from step 0")
     recipe.dir.mkdir(parents=True, exist_ok=True)
+    if state.is_main_process:  # what a killed run was writing
+        remove_stale(recipe.dir / "adapter")
+        remove_stale(recipe.dir / RUN_INFO)
     return last
 
 

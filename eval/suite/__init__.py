@@ -9,7 +9,7 @@ conversation), `format` (nested objects and arrays), `chain` (a call that needs 
 
 The file writes each tool once, the shared system prompt (which fixes "today" as Friday 14 March 2025, 09:30, so
 relative dates have one answer) and per case the user's message, any earlier conversation (`history`), and either
-`expected` (one turn) or `turns` (a chain, with each turn's tool results). Acceptable values follow case.py (BFCL's
+`expected` (one turn) or `turns` (a chain, with each turn's tool results). Acceptable values follow records.py (BFCL's
 possible answers: an object argument is itself `{key: [acceptable values]}`, an array of objects a list of those);
 the scorer compares strings as BFCL does (case, spaces and `,./-_*^` ignored), so where an argument is free text (a
 search query, a reminder's wording) only the usual phrasings are listed; list arguments are expected in the order the
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..case import Case, Turn
+from ..records import Case, Turn
 
 DISPATCH = Path(__file__).with_name("dispatch.json")
 

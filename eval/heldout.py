@@ -28,7 +28,6 @@ without an id is named `<source file name>:<record index>`, and a repeated id ge
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -37,36 +36,11 @@ from typing import Any, Iterable, Iterator
 from dispatchtune.data_prep.sample import Sample, ToolCall
 
 from .bfcl import IRRELEVANCE, RELEVANCE
-from .case import Case, Turn, exact
+from .records import Case, Turn, exact
 
 MIN_LINK = 3
 SKIPPED_BFCL = "BFCL prompts without their possible answers (use --format bfcl --answers)"
 _UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
-
-
-def write_cases(cases: Iterable[Case], path: Path, skipped: Counter | None = None) -> Counter:
-    """Writes `cases` to `path` (JSON Lines, renamed into place once complete) and prints how many of each category,
-    and the samples `skipped` by reason; returns the counts. With no cases it writes nothing and returns them empty."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    categories: Counter = Counter()
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for case in cases:
-                categories[case.category] += 1
-                f.write(case.to_json() + "\n")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if not categories:
-        tmp.unlink()
-        return categories
-    os.replace(tmp, path)
-    print(f"eval cases: {sum(categories.values())} cases ("
-          + ", ".join(f"{c} {n}" for c, n in sorted(categories.items())) + f") -> {path}")
-    for reason, n in (skipped or {}).items():
-        print(f"  skipped {n} {reason}")
-    return categories
 
 
 def heldout_cases(samples: Iterable[Sample], skipped: Counter) -> Iterator[Case]:

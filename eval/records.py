@@ -1,4 +1,5 @@
-"""The eval vocabulary: a `Case` (what the model sees, what it should call) and a `Prediction` (what it called).
+"""The eval vocabulary: a `Case` (what the model sees, what it should call) and a `Prediction` (what it called), and
+the cases file every source of cases is written to (`write_cases`).
 
 Expected calls use BFCL's possible-answer form, so one scorer serves our held-out cases, the built-in dispatch suite
 and BFCL's own files: a list of calls, each `{function_name: {param: [acceptable values, ...]}}`; `""` among a
@@ -12,8 +13,12 @@ answers turn 1, and so on. A call fired a turn too early, or with a value the to
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
 
+from dispatchtune.atomic import commit, staging
 from dispatchtune.data_prep.sample import ToolCall, tool_name
 from dispatchtune.data_prep.schema_types import json_type
 
@@ -51,6 +56,25 @@ class Case:
     @classmethod
     def from_dict(cls, d: dict) -> "Case":
         return cls(d["id"], d["category"], d["messages"], d["tools"], [Turn(**t) for t in d["turns"]], d.get("meta") or {})
+
+
+def write_cases(cases: Iterable[Case], path: Path, skipped: Counter | None = None) -> Counter:
+    """Writes `cases` to `path` (JSON Lines, renamed into place once complete) and prints how many of each category,
+    and the samples `skipped` by reason; returns the counts. With no cases it writes nothing and returns them empty."""
+    categories: Counter = Counter()
+    with staging(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for case in cases:
+                categories[case.category] += 1
+                f.write(case.to_json() + "\n")
+        if not categories:
+            return categories
+        commit(tmp, path)
+    print(f"eval cases: {sum(categories.values())} cases ("
+          + ", ".join(f"{c} {n}" for c, n in sorted(categories.items())) + f") -> {path}")
+    for reason, n in (skipped or {}).items():
+        print(f"  skipped {n} {reason}")
+    return categories
 
 
 def exact(calls: list[ToolCall], tools: list[dict] | None = None) -> list[dict]:
