@@ -432,6 +432,7 @@ class Family:
     add_bos: bool  # the tokenizer prepends bos_token when encoding plain text
     tiny_config: Callable[[int, int], Any]  # (hidden_size, vocab_size) -> a transformers config of the real class
     gguf_refused: str | None = None  # why llama.cpp cannot convert it (None: it can)
+    gguf_converter_args: tuple[str, ...] = ()  # what llama.cpp's converter needs for a merged model of this family
     unk_token: str | None = None
     # How text is split before byte-level BPE: this regex (then bytes), or None for GPT-2's byte-level split.
     # Qwen tokenizers use their own regex and NFC; transformers' Qwen tokenizer classes rebuild exactly that
@@ -568,13 +569,14 @@ _QWEN3_5_SPLIT = (
 
 
 def _qwen(name: str, hub_id: str, architecture: str, template: str, plain: tuple[str, ...], config, split: str,
-          pretokenizer: str) -> Family:
+          pretokenizer: str, converter_args: tuple[str, ...] = ()) -> Family:
     """Qwen 2.5, 3 and 3.5 share their tokenizer setup: no bos, eos `<|im_end|>`, pad `<|endoftext|>`."""
     return Family(
         name=name, hub_id=hub_id, architecture=architecture, template=TEMPLATES[template], tool_template=None,
         end_of_turn=_CHATML_END, bos_token=None, eos_token=_CHATML_END, pad_token="<|endoftext|>", leading_tokens=(),
         special_tokens=_QWEN_SPECIAL, plain_tokens=plain, stop_tokens=(_CHATML_END, "<|endoftext|>"), add_bos=False,
         tiny_config=config, split_regex=split, llama_cpp_pretokenizer=pretokenizer, nfc=True,
+        gguf_converter_args=converter_args,
     )
 
 
@@ -584,9 +586,10 @@ FAMILIES: dict[str, Family] = {
         _qwen("qwen3", "Qwen/Qwen3-0.6B", "Qwen3ForCausalLM", "qwen3", _QWEN3_PLAIN, _qwen3_config, _QWEN2_SPLIT,
               "qwen2"),
         # The tiny one stands for the 0.8B (thinking off by default); the real ones are vision-language models, and
-        # this is their text decoder, with the Qwen3 token set.
+        # this is their text decoder, with the Qwen3 token set. transformers' text model has no multi-token-prediction
+        # head (it neither loads nor saves the checkpoints' `mtp.*` weights), so llama.cpp must convert without one.
         _qwen("qwen3.5", "Qwen/Qwen3.5-0.8B", "Qwen3_5ForCausalLM", "qwen3.5", _QWEN3_PLAIN, _qwen3_5_config,
-              _QWEN3_5_SPLIT, "qwen35"),
+              _QWEN3_5_SPLIT, "qwen35", converter_args=("--no-mtp",)),
         _qwen("qwen2.5", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2ForCausalLM", "qwen2.5", _QWEN2_5_PLAIN,
               _qwen2_5_config, _QWEN2_SPLIT, "qwen2"),
         # The real vocabulary also has 248 `<|reserved_special_token_N|>` tokens, left out here. No pad token.
@@ -645,6 +648,12 @@ def family(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise UserError(f"unknown model family {name!r}; choose one of: {', '.join(FAMILIES)}") from None
+
+
+def gguf_converter_args(architectures: list[str]) -> list[str]:
+    """The llama.cpp converter arguments a merged model of these architectures (config.json) needs."""
+    return list(dict.fromkeys(a for f in FAMILIES.values() if f.architecture in architectures
+                              for a in f.gguf_converter_args))
 
 
 def llama_cpp_splits() -> dict[str, str]:

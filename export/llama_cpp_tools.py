@@ -104,14 +104,16 @@ def supported_architectures(llama_cpp_dir: Path) -> set[str]:
     return names
 
 
-def convert(model_dir: Path, out_file: Path, outtype: str, log: Path, *, pretokenizer: str | None = None) -> None:
+def convert(model_dir: Path, out_file: Path, outtype: str, log: Path, *, pretokenizer: str | None = None,
+            extra_args: list[str] | None = None) -> None:
     """Run llama.cpp's converter on a transformers model directory, writing `out_file` (type f32/f16/bf16).
 
     `pretokenizer` names the llama.cpp pre-tokenizer to use when the converter does not recognise the tokenizer's
     (only for locally trained tokenizers; see `pretokenizer_for`). A recognised tokenizer is never overridden.
+    `extra_args` go to the converter as they are (a family's `gguf_converter_args`).
     """
     cmd = [sys.executable, "-m", "dispatchtune.export.llama_cpp_tools", "convert", str(converter_dir()),
-           pretokenizer or "", str(model_dir), "--outfile", str(out_file), "--outtype", outtype]
+           pretokenizer or "", str(model_dir), "--outfile", str(out_file), "--outtype", outtype, *(extra_args or [])]
     try:
         _run(cmd, log, f"llama.cpp's converter failed on {model_dir}")
     except UserError as e:

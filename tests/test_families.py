@@ -92,6 +92,11 @@ def test_gguf_support_is_what_llama_cpps_converter_says():
         assert (family.architecture in supported) == (family.gguf_refused is None), family.name
 
 
+def test_converter_arguments_by_architecture():
+    assert families.gguf_converter_args(["Qwen3_5ForCausalLM"]) == ["--no-mtp"]
+    assert families.gguf_converter_args(["LlamaForCausalLM"]) == [] and families.gguf_converter_args([]) == []
+
+
 def test_eval_parser_is_the_one_the_registry_names():
     from dispatchtune.eval.parse import _has_response_parser
     from dispatchtune.tiny_models import build_tokenizer
