@@ -313,7 +313,8 @@ def _fill(template: str, **parts: str) -> str:
 OllamaBuilder = Callable[[str | None, dict], str]
 
 
-def _chatml_hermes(*, default_system: str = "", qwen3_think: bool = False, eos_after_turn: bool = False) -> OllamaBuilder:
+def _chatml_hermes(*, default_system: str = "", qwen3_think: bool = False,
+                   eos_after_turn: bool = False) -> OllamaBuilder:
     def build(eos_token: str | None, template_kwargs: dict) -> str:
         return _fill(
             _CHATML_HERMES, hermes_instructions=_HERMES_INSTRUCTIONS, hermes_calls=_HERMES_CALLS,
@@ -391,7 +392,8 @@ TEMPLATES: dict[str, ChatTemplate] = {
         # Ignores `tools` and `tool_calls` and raises on any `tool` message (roles must alternate).
         ChatTemplate("gemma3", "trl:gemma3.jinja", None),
         # dispatchtune's tool templates, for families whose own template cannot carry tools (templates/README.md).
-        ChatTemplate("chatml_tools", "dispatchtune:chatml_tools.jinja", HERMES_OWN, _chatml_hermes(eos_after_turn=True)),
+        ChatTemplate("chatml_tools", "dispatchtune:chatml_tools.jinja", HERMES_OWN,
+                     _chatml_hermes(eos_after_turn=True)),
         ChatTemplate("gemma3_tools", "dispatchtune:gemma3_tools.jinja", HERMES_OWN, _gemma3_tools),
     )
 }

@@ -16,8 +16,9 @@ Two ways to find the turns in the rendered sample:
   the last turn, which is what generation produces; the earlier turns the model sees as context keep their empty
   think blocks in training only. Where the training copy puts part of the inference generation prompt inside the
   marked span (Qwen3.5's pre-closed think block), that part is left untrained.
-- "template-diff": any other template (Llama 3.2, dispatchtune/templates/*_tools.jinja, a recipe's own): a turn is what rendering
-  it adds after the generation prompt, which needs the template to be prefix-preserving; that is checked per turn.
+- "template-diff": any other template (Llama 3.2, dispatchtune's tool templates, a recipe's own): a turn is what
+  rendering it adds after the generation prompt, which needs the template to be prefix-preserving; that is checked
+  per turn.
   The ids are those of `apply_chat_template(..., tokenize=True)`: the text tokenized without added special tokens.
 """
 
