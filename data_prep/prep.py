@@ -69,7 +69,7 @@ class _TokenCheck:
             except (OSError, ValueError) as e:
                 raise UserError(f"cannot load the tokenizer {path!r}: {str(e).splitlines()[0]}") from None
             if not self.tok.chat_template:
-                raise UserError(f"the tokenizer {path!r} has no chat template; give one that has (OPT has none)")
+                raise UserError(f"the tokenizer {path!r} has no chat template; give one that has (a base model has none)")
             self.template, self.kwargs = None, {}
         self.max_tokens = max_tokens
         self.lengths: list[int] = []

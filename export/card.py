@@ -15,22 +15,12 @@ from pathlib import Path
 import yaml
 
 from dispatchtune.runinfo import RunInfo, read_run_info
+from dispatchtune.families import template_of
 from dispatchtune.train.mask import end_of_turn_token
 
 from .merge import read_adapter_config
-from .modelfile import template_name
 
 TAGS = ["tool-calling", "function-calling", "dispatchtune", "lora"]
-# How each training template writes a call, for readers and for the parsers they will write.
-CALL_FORMATS = {
-    "hermes": 'each call on its own lines as `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>` '
-              "(Hermes style; parallel calls follow one another); tools are listed as JSON inside `<tools></tools>`; "
-              "tool results go back in a user turn as `<tool_response>...</tool_response>`",
-    "llama-3.2": 'one call per assistant turn, the whole turn being `{"name": ..., "parameters": {...}}`; tools are '
-                 "listed as JSON in the first user turn; tool results go back in `ipython` turns",
-}
-FORMAT_OF_TEMPLATE = {"qwen3": "hermes", "qwen2.5": "hermes", "chatml_tools": "hermes", "gemma3_tools": "hermes",
-                      "llama-3.2": "llama-3.2"}
 
 
 def read_json(path: Path) -> dict | None:
@@ -82,8 +72,10 @@ def _format_section(tokenizer, template_kwargs: dict | None) -> str:
     template = tokenizer.chat_template
     if not template:
         return "## Prompt format\n\nThe tokenizer has no chat template."
-    name = template_name(template)
-    fmt = CALL_FORMATS.get(FORMAT_OF_TEMPLATE.get(name, ""), "as the chat template below renders `tool_calls`")
+    known = template_of(template)
+    name = known.name if known else None
+    fmt = (known.call_format.description if known and known.call_format
+           else "as the chat template below renders `tool_calls`")
     return (
         "## Prompt and tool-call format\n\n"
         f"The chat template saved with the adapter is the one used in training ({f'`{name}`' if name else 'custom'}); "

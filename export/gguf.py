@@ -30,6 +30,7 @@ from pathlib import Path
 from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
 from dispatchtune.runinfo import read_run_info
+from dispatchtune.families import gguf_converter_args
 
 from . import (
     VERIFY_FILE, Tolerance, compare_logits, existing_output, hf_logits, token_ids, verification_prompts, write_json,
@@ -128,16 +129,17 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pretokenizer = _fallback_pretokenizer(model_dir) if allow_unknown_pretokenizer else None
     source = _lossless_type(config)
+    converter_args = gguf_converter_args(config.architectures or [])
     with staging(out_dir, directory=True) as tmp:
         log = tmp / "llama.cpp.log"
         paths = {q: tmp / f"{name}-{q}.gguf" for q in quants}
         source_path = paths.get(source, tmp / f".source-{source}.gguf")
         print(f"export gguf: converting {model_dir} to {source} with llama.cpp's converter")
-        tools.convert(model_dir, source_path, source, log, pretokenizer=pretokenizer)
+        tools.convert(model_dir, source_path, source, log, pretokenizer=pretokenizer, extra_args=converter_args)
         for q in quants:
             if q in tools.FLOAT_TYPES and q != source:
                 print(f"export gguf: converting to {q}")
-                tools.convert(model_dir, paths[q], q, log, pretokenizer=pretokenizer)
+                tools.convert(model_dir, paths[q], q, log, pretokenizer=pretokenizer, extra_args=converter_args)
             elif q not in tools.FLOAT_TYPES:
                 print(f"export gguf: quantising to {q}")
                 tools.quantize(source_path, paths[q], q, log)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
+from dispatchtune.families import llama_cpp_splits
 
 # The llama-cpp-python release whose converter is used when llama_cpp is not installed (the set-up pins the same).
 DEFAULT_VERSION = "0.3.36"
@@ -38,14 +39,8 @@ FLOAT_TYPES = ("f32", "f16", "bf16")
 QUANT_FTYPES = {"q8_0": "MOSTLY_Q8_0", "q6_k": "MOSTLY_Q6_K", "q5_k_m": "MOSTLY_Q5_K_M", "q4_k_m": "MOSTLY_Q4_K_M"}
 # llama.cpp pre-tokenizers that implement a tokenizer.json pre-tokenizer exactly (see `pretokenizer_for`).
 GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-# the Split regexes of the tokenizer.json files llama.cpp's `qwen2` and `qwen35` pre-tokenizers were written from
-KNOWN_SPLITS = {
-    GPT2_SPLIT: "gpt-2",
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+": "qwen2",
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+": "qwen35",
-}
+# and the Split regexes of the tokenizer.json files llama.cpp's family pre-tokenizers were written from
+KNOWN_SPLITS = {GPT2_SPLIT: "gpt-2", **llama_cpp_splits()}
 
 
 def llama_cpp_version() -> str:
@@ -110,14 +105,16 @@ def supported_architectures(llama_cpp_dir: Path) -> set[str]:
     return names
 
 
-def convert(model_dir: Path, out_file: Path, outtype: str, log: Path, *, pretokenizer: str | None = None) -> None:
+def convert(model_dir: Path, out_file: Path, outtype: str, log: Path, *, pretokenizer: str | None = None,
+            extra_args: list[str] | None = None) -> None:
     """Run llama.cpp's converter on a transformers model directory, writing `out_file` (type f32/f16/bf16).
 
     `pretokenizer` names the llama.cpp pre-tokenizer to use when the converter does not recognise the tokenizer's
     (only for locally trained tokenizers; see `pretokenizer_for`). A recognised tokenizer is never overridden.
+    `extra_args` go to the converter as they are (a family's `gguf_converter_args`).
     """
     cmd = [sys.executable, "-m", "dispatchtune.export.llama_cpp_tools", "convert", str(converter_dir()),
-           pretokenizer or "", str(model_dir), "--outfile", str(out_file), "--outtype", outtype]
+           pretokenizer or "", str(model_dir), "--outfile", str(out_file), "--outtype", outtype, *(extra_args or [])]
     try:
         _run(cmd, log, f"llama.cpp's converter failed on {model_dir}")
     except UserError as e:

@@ -3,7 +3,6 @@
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from dispatchtune.eval import cli, generate
 from dispatchtune.eval.generate import Backend, HFBackend, end_of_turn, predict
 from dispatchtune.eval.score import iter_cases
 from dispatchtune.eval.suite import load_dispatch_suite
+from dispatchtune.families import TEMPLATES
 
 CASE_IDS = ("sel-weather-umbrella", "par-currency-three", "none-thanks", "fmt-attendees", "chain-calendar-directions")
 MAX_NEW = "6"
@@ -200,11 +200,8 @@ def test_generation_stops_on_the_end_of_turn_and_strips_the_rest(tiny_models):
 
 def test_a_plain_text_end_of_turn_stops_as_a_string(tiny_models, tmp_path):
     # chatml_tools on OPT: the turn ends in a plain-text <|im_end|>, then </s>; the text stops before the marker
-    template = Path(__file__).resolve().parents[1] / "train" / "templates" / "chatml_tools.jinja"
-    if not template.is_file():
-        pytest.skip("train/templates/chatml_tools.jinja is not written yet")
     tokenizer = AutoTokenizer.from_pretrained(tiny_models("opt"))
-    tokenizer.chat_template = template.read_text(encoding="utf-8")
+    tokenizer.chat_template = TEMPLATES["chatml_tools"].text()
     tokenizer.save_pretrained(tmp_path)
     backend = HFBackend(str(tiny_models("opt")), None, str(tmp_path), max_new_tokens=8)
     assert backend.end_of_turn == "<|im_end|>" and backend.config.stop_strings == ["<|im_end|>"]

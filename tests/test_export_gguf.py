@@ -54,7 +54,7 @@ def merged(tiny_models, tmp_path_factory):
     return build
 
 
-@pytest.mark.parametrize("family", ["qwen3", "llama-3.2", "gemma3"])
+@pytest.mark.parametrize("family", ["qwen3", "qwen3.5", "llama-3.2", "gemma3"])
 def test_export_verifies_every_quant(merged, tmp_path, family):
     from gguf import GGUFReader
     from transformers import AutoTokenizer
@@ -78,6 +78,7 @@ def test_export_verifies_every_quant(merged, tmp_path, family):
         assert fields["tokenizer.chat_template"].contents() == tokenizer.chat_template
         modelfile = (out / f["file"]).with_suffix(".Modelfile").read_text()
         assert modelfile.startswith(f"FROM ./{f['file']}\nTEMPLATE \"\"\"")
+        assert ("PARSER qwen3.5" in modelfile) == (family == "qwen3.5")  # Ollama reads Qwen 3.5's XML calls so
     by_quant = {f["quant"]: f for f in report["files"]}
     assert by_quant["f16"]["greedy"] in ("equal", "near-tie") and by_quant["q8_0"]["greedy"] is None
     assert by_quant["q4_k_m"]["size_mb"] < by_quant["q8_0"]["size_mb"] < by_quant["f16"]["size_mb"]

@@ -6,7 +6,8 @@ converted to Ollama's template types, its `json` and `currentDate` functions. A 
 test our reading of Go's semantics against itself. Skips where `go` is not installed (`apt-get install golang-go`).
 
 JSON objects are compared as JSON: Ollama writes them with Go's encoding/json (compact, its own key order), the
-Jinja templates with Python's json.dumps. Everything between them must match byte for byte.
+Jinja templates with Python's json.dumps. Qwen 3.5's XML parameters are compared as a set per call: Ollama ranges over
+call arguments in sorted key order, the Jinja template in the order given. Everything else must match byte for byte.
 """
 
 import json
@@ -15,9 +16,11 @@ import subprocess
 
 import pytest
 
+import re
+
+from dispatchtune.families import FAMILIES, TEMPLATES, template_of
 from dispatchtune.tiny_models import build_tokenizer
-from dispatchtune.export.modelfile import go_template, modelfile, template_name
-from dispatchtune.train.mask import resolve_template
+from dispatchtune.export.modelfile import modelfile_settings, write_modelfile
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs Go (apt-get install golang-go)")
 
@@ -198,6 +201,8 @@ CONVERSATIONS = {
 # turn, and its template_kwargs date_string keeps "Today Date" fixed on both sides)
 CASES = {
     "qwen3": ("qwen3", None),
+    "qwen3.5": ("qwen3.5", None),
+    "qwen3.5-think": ("qwen3.5", None),
     "qwen2.5": ("qwen2.5", None),
     "llama-3.2": ("llama-3.2", lambda name: name != "parallel calls and results"),
     "gemma3_tools": ("gemma3", None),
@@ -226,6 +231,16 @@ def render_go(harness, template, messages, tools, **flags):
     return subprocess.run([str(harness)], input=json.dumps(data), capture_output=True, text=True, check=True).stdout
 
 
+_XML_CALL = re.compile(r"(<function=[^>\n]*>\n)((?:<parameter=[^>\n]*>\n.*?\n</parameter>\n)*)(</function>)", re.S)
+_XML_PARAMETER = re.compile(r"<parameter=[^>\n]*>\n.*?\n</parameter>\n", re.S)
+
+
+def canonical(text: str) -> str:
+    """canonical_json, and each XML call's parameters in sorted order."""
+    return canonical_json(_XML_CALL.sub(
+        lambda m: m.group(1) + "".join(sorted(_XML_PARAMETER.findall(m.group(2)))) + m.group(3), text))
+
+
 def canonical_json(text: str) -> str:
     """Every JSON object in `text` rewritten compact with sorted keys; the text around them untouched."""
     decoder, out, i = json.JSONDecoder(), [], 0
@@ -244,11 +259,14 @@ def canonical_json(text: str) -> str:
     return "".join(out)
 
 
-def tokenizer_with(template_name_, family):
+def tokenizer_with(template_name, family):
     tokenizer = build_tokenizer(family)
-    if template_name_ in ("gemma3_tools", "chatml_tools"):
-        tokenizer.chat_template = resolve_template(template_name_)
+    tokenizer.chat_template = TEMPLATES[template_name].text()
     return tokenizer
+
+
+def go_template(tokenizer, template_kwargs=None):
+    return modelfile_settings(tokenizer, [tokenizer.eos_token_id], None, template_kwargs=template_kwargs).template
 
 
 def jinja_text(tokenizer, messages, tools):
@@ -265,14 +283,21 @@ def jinja_text(tokenizer, messages, tools):
 def test_go_template_renders_like_the_training_template(harness, name):
     family, keep = CASES[name]
     tokenizer = tokenizer_with(name, family)
-    assert template_name(tokenizer.chat_template) == name
+    assert template_of(tokenizer.chat_template).name == name
     template = go_template(tokenizer, {"date_string": LLAMA_DATE})
     for label, (messages, tools) in CONVERSATIONS.items():
         if keep and not keep(label):
             continue
         expected = jinja_text(tokenizer, messages, tools)
         got = render_go(harness, template, messages, tools)
-        assert canonical_json(got) == canonical_json(expected), f"{name}: {label}"
+        assert canonical(got) == canonical(expected), f"{name}: {label}"
+
+
+def test_every_family_that_exports_gguf_has_a_checked_ollama_template():
+    for family in FAMILIES.values():
+        if family.gguf_refused is None:
+            assert family.training_template.name in CASES, family.name
+            assert family.training_template.call_format is not None, family.name
 
 
 def test_qwen3_thinking_off_prefills_the_empty_think_block(harness):
@@ -284,9 +309,53 @@ def test_qwen3_thinking_off_prefills_the_empty_think_block(harness):
     assert canonical_json(got) == canonical_json(expected)
 
 
-def test_modelfile_has_template_stops_and_dispatch_defaults():
+@pytest.mark.parametrize("name, think, flags, thinking_kwargs", [
+    ("qwen3.5", "<think>\n\n</think>\n\n", {}, {}),
+    ("qwen3.5", "<think>\n\n</think>\n\n", {"think": False, "is_think_set": True}, {"enable_thinking": False}),
+    ("qwen3.5", "<think>\n", {"think": True, "is_think_set": True}, {"enable_thinking": True}),
+    ("qwen3.5-think", "<think>\n", {}, {}),
+    ("qwen3.5-think", "<think>\n\n</think>\n\n", {"think": False, "is_think_set": True}, {"enable_thinking": False}),
+    ("qwen3.5-think", "<think>\n", {"think": True, "is_think_set": True}, {"enable_thinking": True}),
+])
+def test_qwen3_5_think_flag_is_enable_thinking(harness, name, think, flags, thinking_kwargs):
+    tokenizer = tokenizer_with(name, "qwen3.5")
+    messages, tools = CONVERSATIONS["call and result"]
+    expected = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False,
+                                             **thinking_kwargs)
+    got = render_go(harness, go_template(tokenizer), messages, tools, **flags)
+    assert expected.endswith(think) and canonical(got) == canonical(expected)
+
+
+def test_qwen3_5_xml_values_are_written_as_the_template_writes_them(harness):
+    tokenizer = tokenizer_with("qwen3.5", "qwen3.5")
+    arguments = {"address": "12 Main Street", "priority": 1, "urgent": True, "unit": None, "tags": ["a", "b"],
+                 "where": {"lat": 48.5}}
+    messages = [USER, {"role": "assistant", "content": "", "tool_calls": [call("dispatch_unit", arguments)]},
+                result('{"eta_minutes": 6}')]
+    expected = jinja_text(tokenizer, messages, TOOLS)
+    got = render_go(harness, go_template(tokenizer), messages, TOOLS)
+    # lists differ only in Python's ", " separator; everything else byte for byte
+    assert canonical(got) == canonical(expected).replace('["a", "b"]', '["a","b"]')
+    assert "<parameter=urgent>\nTrue\n</parameter>" in got and "<parameter=unit>\nNone\n</parameter>" in got
+
+
+def modelfile(tmp_path, tokenizer, stop_ids, **kwargs):
+    settings = modelfile_settings(tokenizer, stop_ids, kwargs.pop("max_positions", None), **kwargs)
+    return write_modelfile(tmp_path / "run-q4_k_m.gguf", settings).read_text()
+
+
+def test_qwen3_5_modelfile_names_ollamas_parser_for_xml_calls(tmp_path):
+    tokenizer = tokenizer_with("qwen3.5-think", "qwen3.5")
+    lines = modelfile(tmp_path, tokenizer, [tokenizer.eos_token_id]).splitlines()
+    assert lines[1].startswith('TEMPLATE """') and "PARSER qwen3.5" in lines
+    assert not any(line.startswith("PARSER") for line in modelfile(tmp_path, tokenizer_with("qwen3", "qwen3"), [0])
+                   .splitlines())
+
+
+def test_modelfile_has_template_stops_and_dispatch_defaults(tmp_path):
     tokenizer = tokenizer_with("qwen3", "qwen3")
-    text = modelfile("run-q4_k_m.gguf", tokenizer, ["<|im_end|>", "<|endoftext|>"], num_ctx=8192)
+    text = modelfile(tmp_path, tokenizer, tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]),
+                     max_positions=40960)
     lines = text.splitlines()
     assert lines[0] == "FROM ./run-q4_k_m.gguf"
     assert text.count('TEMPLATE """') == 1 and "{{ .Function.Name }}" in text and "$.Tools" in text
@@ -294,9 +363,10 @@ def test_modelfile_has_template_stops_and_dispatch_defaults():
     assert "PARAMETER temperature 0" in lines and "PARAMETER num_ctx 8192" in lines
 
 
-def test_unknown_template_gets_no_template_rather_than_a_guess():
+def test_unknown_template_gets_no_template_rather_than_a_guess(tmp_path, capsys):
     tokenizer = build_tokenizer("qwen3")
     tokenizer.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
     assert go_template(tokenizer) is None
-    text = modelfile("m-f16.gguf", tokenizer, ["<|im_end|>"])
-    assert 'TEMPLATE """' not in text and "# No TEMPLATE" in text
+    text = modelfile(tmp_path, tokenizer, tokenizer.convert_tokens_to_ids(["<|im_end|>"]))
+    assert 'TEMPLATE """' not in text and "# No TEMPLATE" in text and "PARSER" not in text
+    assert "no TEMPLATE" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from dispatchtune.errors import UserError
 @dataclass
 class ModelArgs:
     name_or_path: str  # a Hub id, a local directory, or `tiny:<family>` (a tiny random model, built once and cached)
-    chat_template: str | None = None  # None: the tokenizer's own; a name in train/templates; or a .jinja path
+    chat_template: str | None = None  # None: the tokenizer's own; a name in dispatchtune/templates; or a .jinja path
     template_kwargs: dict | None = None  # extra variables for the template (Llama's `date_string`)
     dtype: str = "auto"  # auto: bfloat16 where the GPU has it, else float32; or bfloat16 / float16 / float32
     attn_implementation: str = "auto"  # auto: flash_attention_2 where CUDA has it (or `kernels`), else sdpa

@@ -16,8 +16,9 @@ Two ways to find the turns in the rendered sample:
   the last turn, which is what generation produces; the earlier turns the model sees as context keep their empty
   think blocks in training only. Where the training copy puts part of the inference generation prompt inside the
   marked span (Qwen3.5's pre-closed think block), that part is left untrained.
-- "template-diff": any other template (Llama 3.2, train/templates/*.jinja, a recipe's own): a turn is what rendering
-  it adds after the generation prompt, which needs the template to be prefix-preserving; that is checked per turn.
+- "template-diff": any other template (Llama 3.2, dispatchtune's tool templates, a recipe's own): a turn is what
+  rendering it adds after the generation prompt, which needs the template to be prefix-preserving; that is checked
+  per turn.
   The ids are those of `apply_chat_template(..., tokenize=True)`: the text tokenized without added special tokens.
 """
 
@@ -33,16 +34,16 @@ from jinja2 import TemplateError
 
 from dispatchtune.data_prep.sample import Sample
 from dispatchtune.errors import UserError
-
-TEMPLATES_DIR = Path(__file__).parent / "templates"
+from dispatchtune.families import TEMPLATES_DIR, TOOL_TEMPLATES
 
 TRL_METHOD = "trl-training-template"
 DIFF_METHOD = "template-diff"
 
 
 def resolve_template(spec: str | None) -> str | None:
-    """None -> None (keep the tokenizer's); a name of a file in train/templates without .jinja ("chatml_tools",
-    "gemma3_tools") or a path to a .jinja file -> its text. UserError if not found."""
+    """None -> None (keep the tokenizer's); the name of one of dispatchtune's templates (a file in
+    dispatchtune/templates without .jinja: the tool templates `dispatchtune.families` names) or a path to a .jinja
+    file -> its text. UserError if not found."""
     if spec is None:
         return None
     for path in (TEMPLATES_DIR / f"{spec}.jinja", Path(spec).expanduser()):
@@ -74,7 +75,8 @@ class ChatFormat:
             template = tokenizer.get_chat_template(chat_template, tools=[])
         except ValueError:
             raise UserError(
-                f"{tokenizer.name_or_path} has no chat template: set chat_template in the recipe (e.g. chatml_tools)"
+                f"{tokenizer.name_or_path} has no chat template: set chat_template in the recipe (e.g. "
+                f"{' or '.join(TOOL_TEMPLATES)})"
             ) from None
         training = _training_template(tokenizer, template)
         fmt = cls(
