@@ -263,6 +263,7 @@ def _stats(cfg: PrepConfig, sources: dict[str, _Source], infos, split, offering:
         },
     }
     if cfg.split_by == "tool":
+        stats["split"]["heldout_tools"] = sorted(split.units)
         stats["split"]["train_calling_heldout_tools"] = sum(
             not held and not split.units.isdisjoint(i.calls) for i, held in zip(infos, split.heldout))
         stats["split"]["heldout_calling_seen_tools"] = sum(
@@ -321,7 +322,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = PrepConfig(args.inputs, args.out, args.format, args.heldout_frac, args.split_by, args.seed,
-                     args.heldout_tools_in_train, args.tokenizer, args.max_tokens, args.max_record_mb, progress=not args.no_progress and sys.stderr.isatty())
+                     args.heldout_tools_in_train, args.tokenizer, args.max_tokens, args.max_record_mb,
+                     progress=not args.no_progress and sys.stderr.isatty())
     stats = prep(cfg)
     print(summary(stats, cfg.out))
     return 0
