@@ -134,7 +134,7 @@ def prep(cfg: PrepConfig) -> dict:
                     continue
                 src.accepted += 1
                 acc.write(line + "\n")
-                infos.append(split_info(item.sample))
+                infos.append(split_info(item.sample, cfg.split_by))
                 origins.append(Item(item.source, item.index, record_id=item.record_id))
             bar.close()
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from dispatchtune.errors import UserError
 
-from .sample import Sample, tool_name
+from .sample import Sample
 from .toolbench_schema import service_of
 
 SPLIT_BY = ("query", "tool", "category")
@@ -60,14 +60,24 @@ class Split:
 
 
 def tool_units(tools: list[dict]) -> dict[str, str]:
-    """Function name -> the unit `--split-by tool` holds out: its ToolBench service, else the function itself."""
-    return {name: service_of(t) or name for t in tools if (name := tool_name(t))}
+    """Function name -> the unit `--split-by tool` holds out: its ToolBench service, else the function itself.
+    `tools` are a validated sample's (`function_tool`s)."""
+    return {fn["name"]: service_of(fn["description"]) or fn["name"] for fn in (t["function"] for t in tools)}
 
 
-def split_info(sample: Sample) -> SplitInfo:
+def split_info(sample: Sample, by: str) -> SplitInfo:
+    """The sample's units. It runs once per accepted sample, after validation, so it reads call names directly;
+    the tools are looked at only where the split is by tool."""
+    if by != "tool":
+        return SplitInfo(sample.meta.get("split_key"), (), sample.meta.get("category"), not sample.has_assistant)
     units = tool_units(sample.tools)
-    prompt = not sample.has_assistant
-    names = (sample.meta.get("expected_tools") or []) if prompt else [c.name for _, c in sample.calls()]
+    names, prompt = [], True
+    for m in sample.messages:
+        if m["role"] == "assistant":
+            prompt = False
+            names += [c["function"]["name"] for c in m.get("tool_calls") or ()]
+    if prompt:
+        names = sample.meta.get("expected_tools") or []
     calls = tuple(dict.fromkeys(sys.intern(units.get(n, n)) for n in names))
     offers = tuple(sys.intern(u) for u in dict.fromkeys(units.values()) if u not in calls)
     return SplitInfo(sample.meta.get("split_key"), calls, sample.meta.get("category"), prompt, offers)

@@ -11,6 +11,7 @@ and in a training trace.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -45,12 +46,12 @@ def function_name(api_name: str, tool_name: str) -> str:
     return f"{standardize(api_name)}_for_{standardize(tool_name)}"[-NAME_MAX:]
 
 
-def service_of(tool: dict) -> str | None:
-    """The RapidAPI service (ToolBench's "tool") a function belongs to, from the description ToolBench writes for
-    every function of its answer files, ToolLLaMA records and query files (`api_tool`); None for other tools."""
-    fn = tool.get("function", tool) if isinstance(tool, dict) else None
-    text = fn.get("description") if isinstance(fn, dict) else None
-    match = _SERVICE.match(text) if isinstance(text, str) else None
+@lru_cache(maxsize=1 << 16)
+def service_of(description: str) -> str | None:
+    """The RapidAPI service (ToolBench's "tool") of a function, from the description ToolBench writes for every
+    function of its answer files, ToolLLaMA records and query files (`api_tool`); None for other tools. Cached: the
+    same APIs are described in many samples."""
+    match = _SERVICE.match(description)
     return match[1] if match else None
 
 

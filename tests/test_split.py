@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from dispatchtune.data_prep.split import SplitInfo, assign
 
 
@@ -41,3 +43,26 @@ def test_category_split_and_prompts_are_held_out():
         assert len({h for i, h in zip(s, held) if i.category == cat}) == 1
     assert held[-1]
     assert all(h for i, h in zip(s, held) if i.category == "cat1")
+
+
+def test_a_toolbench_function_counts_as_its_service_in_every_toolbench_shape(shared_data):
+    """G1_tool holds out RapidAPI services (ToolBench's tools), not single APIs: answer traces, ToolLLaMA records and
+    query prompts all name a function's service in its description, and other formats' functions count as themselves."""
+    from dispatchtune.data_prep.readers import read_file
+    from dispatchtune.data_prep.split import split_info, tool_units
+
+    tb = shared_data / "toolbench"
+    files = [*sorted(tb.glob("answer/G1_answer/*.json")), tb / "toolllama/toolllama_G1_dfs_sample.json",
+             tb / "instruction/G1_query.json", Path(__file__).parents[1] / "data/sample/formats/xlam.json"]
+    services = set()
+    for f in files:
+        for item in read_file(f):
+            if item.sample is None:
+                continue
+            units = tool_units(item.sample.tools)
+            for name, unit in units.items():
+                assert unit == (name.rsplit("_for_", 1)[1] if "_for_" in name else name)
+            info = split_info(item.sample, "tool")
+            assert set(info.calls) <= set(units.values()) and not set(info.calls) & set(info.offers)
+            services |= set(info.calls)
+    assert {"seo_api", "transitaires"} <= services
