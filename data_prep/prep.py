@@ -22,11 +22,12 @@ from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
 
 from .readers import FORMATS, Item, open_records, read_records
-from .sample import Rejected, Sample
-from .split import SPLIT_BY, SplitInfo, assign
+from .sample import Rejected, Sample, tool_name
+from .split import PLURAL, SPLIT_BY, SplitInfo, assign, split_info, tool_units
 from .validate import validate
 
 OUTPUTS = ("train.jsonl", "heldout.jsonl", "rejected.jsonl", "stats.json")
+HELDOUT_TOOLS_IN_TRAIN = ("strip", "drop", "keep")  # what becomes of training samples offering a held-out tool
 
 
 @dataclass
@@ -37,6 +38,7 @@ class PrepConfig:
     heldout_frac: float = 0.1
     split_by: str = "query"
     seed: int = 0
+    heldout_tools_in_train: str = "strip"  # with split_by tool: strip them from tool lists, drop the samples, or keep
     tokenizer: str | None = None  # render with this tokenizer's own chat template (`prep --tokenizer`)
     max_tokens: int | None = None
     max_record_mb: float = 4.0
@@ -123,6 +125,7 @@ def _write(cfg: PrepConfig, tmp: dict[str, Path]) -> dict:
     sources: dict[str, _Source] = {}
     seen: dict[str, tuple[str, int | None]] = {}
     infos: list[SplitInfo] = []
+    origins: list[Item] = []  # where each accepted sample came from, should the split drop it
     with open(accepted_tmp, "w", encoding="utf-8") as acc, open(tmp["rejected.jsonl"], "w", encoding="utf-8") as rej:
         for path in cfg.inputs:
             fmt, records = _open(path, cfg.format)
@@ -140,19 +143,40 @@ def _write(cfg: PrepConfig, tmp: dict[str, Path]) -> dict:
                     continue
                 src.accepted += 1
                 acc.write(line + "\n")
-                meta = item.sample.meta
-                infos.append(SplitInfo(meta.get("split_key"), meta.get("tool_names") or item.sample.tool_names,
-                                       meta.get("category"), not item.sample.has_assistant))
+                infos.append(split_info(item.sample, cfg.split_by))
+                origins.append(Item(item.source, item.index, record_id=item.record_id))
             bar.close()
 
-    heldout = assign(infos, cfg.split_by, cfg.heldout_frac, cfg.seed)
+    try:
+        split = assign(infos, cfg.split_by, cfg.heldout_frac, cfg.seed)
+    except UserError:
+        for path in (accepted_tmp, tmp["rejected.jsonl"]):
+            path.unlink()
+        raise
+    offering = Counter()  # training samples that offer a held-out tool, and what was done to them
     with open(accepted_tmp, encoding="utf-8") as acc, open(tmp["train.jsonl"], "w", encoding="utf-8") as tr, \
-            open(tmp["heldout.jsonl"], "w", encoding="utf-8") as ho:
-        for line, held in zip(acc, heldout):
-            (ho if held else tr).write(line)
+            open(tmp["heldout.jsonl"], "w", encoding="utf-8") as ho, \
+            open(tmp["rejected.jsonl"], "a", encoding="utf-8") as rej:
+        for line, held, info, origin in zip(acc, split.heldout, infos, origins):
+            if held:
+                ho.write(line)
+                continue
+            if cfg.split_by == "tool" and not split.units.isdisjoint(info.offers):
+                offering[cfg.heldout_tools_in_train] += 1
+                if cfg.heldout_tools_in_train == "drop":
+                    problem = Rejected("offers_heldout_tool", "offers a tool held out by --split-by tool, and "
+                                       "--heldout-tools-in-train is drop")
+                    src = sources[origin.source]
+                    src.accepted -= 1
+                    src.reasons[problem.reason] += 1
+                    rej.write(_rejection_line(origin, problem) + "\n")
+                    continue
+                if cfg.heldout_tools_in_train == "strip":
+                    line = _strip(line, split.units) + "\n"
+            tr.write(line)
     accepted_tmp.unlink()
 
-    stats = _stats(cfg, sources, infos, heldout, token_check)
+    stats = _stats(cfg, sources, infos, split, offering, token_check)
     tmp["stats.json"].write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
 
@@ -167,6 +191,8 @@ def _check_config(cfg: PrepConfig) -> None:
         raise UserError(f"unknown format {cfg.format!r}; choose one of auto, {', '.join(FORMATS)}")
     if cfg.split_by not in SPLIT_BY:
         raise UserError(f"--split-by must be one of {', '.join(SPLIT_BY)}")
+    if cfg.heldout_tools_in_train not in HELDOUT_TOOLS_IN_TRAIN:
+        raise UserError(f"--heldout-tools-in-train must be one of {', '.join(HELDOUT_TOOLS_IN_TRAIN)}")
     if not 0 <= cfg.heldout_frac < 1:
         raise UserError("--heldout-frac must be in [0, 1)")
     if cfg.max_tokens and not cfg.tokenizer and cfg.chat_format is None:
@@ -200,6 +226,15 @@ def _accept(item: Item, seen: dict, token_check, max_chars: int) -> tuple[str | 
     return line, None
 
 
+def _strip(line: str, heldout_units: set[str]) -> str:
+    """A training sample's line without the functions of held-out tools in its tool list (it calls none of them)."""
+    sample = Sample.from_record(json.loads(line))
+    units = tool_units(sample.tools)
+    sample.tools = [t for t in sample.tools if units.get(tool_name(t)) not in heldout_units]
+    sample.meta["tool_names"] = sample.tool_names
+    return sample.encode()[0]
+
+
 def _rejection_line(item: Item, problem: Rejected) -> str:
     return json.dumps(
         {"source": item.source, "index": item.index, "record_id": item.record_id, "reason": problem.reason,
@@ -208,7 +243,7 @@ def _rejection_line(item: Item, problem: Rejected) -> str:
     )
 
 
-def _stats(cfg: PrepConfig, sources: dict[str, _Source], infos, heldout, token_check) -> dict:
+def _stats(cfg: PrepConfig, sources: dict[str, _Source], infos, split, offering: Counter, token_check) -> dict:
     by_reason = Counter()
     for s in sources.values():
         by_reason.update(s.reasons)
@@ -228,11 +263,20 @@ def _stats(cfg: PrepConfig, sources: dict[str, _Source], infos, heldout, token_c
             "by": cfg.split_by,
             "heldout_frac": cfg.heldout_frac,
             "seed": cfg.seed,
-            "train": heldout.count(False),
-            "heldout": heldout.count(True),
+            "train": split.heldout.count(False) - offering["drop"],
+            "heldout": split.heldout.count(True),
             "prompts": sum(i.prompt for i in infos),
+            **split.stats,
         },
     }
+    if cfg.split_by == "tool":
+        stats["split"]["heldout_tools"] = sorted(split.units)
+        stats["split"]["train_calling_heldout_tools"] = sum(
+            not held and not split.units.isdisjoint(i.calls) for i, held in zip(infos, split.heldout))
+        stats["split"]["heldout_calling_seen_tools"] = sum(
+            held and not i.prompt and not split.units.issuperset(i.calls) for i, held in zip(infos, split.heldout))
+        stats["split"]["train_offering_heldout_tools"] = {"policy": cfg.heldout_tools_in_train,
+                                                          "samples": sum(offering.values())}
     if token_check:
         stats["tokens"] = token_check.stats()
     assert stats["read"] == stats["accepted"] + stats["rejected"], "prep lost count of a record"
@@ -247,6 +291,14 @@ def summary(stats: dict, out: Path) -> str:
         + (f", {s['prompts']:,} of them prompts without an answer" if s["prompts"] else "")
         + f"), {stats['rejected']:,} rejected"
     ]
+    if s.get("heldout_share") is not None:
+        lines.append(f"  held out {s['heldout_share']:.1%} of {s['trainable']:,} trainable samples "
+                     f"(--heldout-frac {s['heldout_frac']:g}; {s['heldout_units']:,} held-out {PLURAL[s['by']]})")
+    if "train_offering_heldout_tools" in s and s["train_offering_heldout_tools"]["samples"]:
+        o = s["train_offering_heldout_tools"]
+        done = {"strip": "those tools stripped from their tool lists", "drop": "dropped",
+                "keep": "kept as they are"}[o["policy"]]
+        lines.append(f"  {o['samples']:,} training samples offered a held-out tool without calling it: {done}")
     if stats["by_reason"]:
         lines.append("  rejected: " + ", ".join(f"{r} {n:,}" for r, n in stats["by_reason"].items()))
     if "tokens" in stats and stats["tokens"]["count"]:
@@ -263,7 +315,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input format; auto detects it per file from its first record")
     p.add_argument("--heldout-frac", type=float, default=0.1, help="share of trainable samples held out (default 0.1)")
     p.add_argument("--split-by", default="query", choices=SPLIT_BY,
-                   help="hold out whole queries, whole tools (no held-out tool is seen in training) or categories")
+                   help="hold out whole queries, tools (no training sample calls a held-out tool) or categories; the "
+                        "held-out share lands within 20%% of --heldout-frac (or 2 samples), else exit 2 saying why")
+    p.add_argument("--heldout-tools-in-train", default="strip", choices=HELDOUT_TOOLS_IN_TRAIN,
+                   help="with --split-by tool, training samples that offer a held-out tool without calling it: strip "
+                        "it from their tool lists (default), drop the samples (counted as rejected), or keep them")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (same seed, same split)")
     p.add_argument("--tokenizer", help="tokenizer dir or Hub id: render samples through its chat template")
     p.add_argument("--max-tokens", type=int, help="with --tokenizer: reject samples longer than this")
@@ -273,7 +329,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = PrepConfig(args.inputs, args.out, args.format, args.heldout_frac, args.split_by, args.seed,
-                     args.tokenizer, args.max_tokens, args.max_record_mb, progress=not args.no_progress and sys.stderr.isatty())
+                     args.heldout_tools_in_train, args.tokenizer, args.max_tokens, args.max_record_mb,
+                     progress=not args.no_progress and sys.stderr.isatty())
     stats = prep(cfg)
     print(summary(stats, cfg.out))
     return 0

@@ -51,6 +51,7 @@ REASONS = {
     "no_assistant": "the record has no assistant turn to learn from and no query to evaluate",
     "step_prefix": "a ToolLLaMA step record folded into the full trajectory of its trace",
     "duplicate": "an exact duplicate of an earlier sample",
+    "offers_heldout_tool": "a training sample offering a tool held out by --split-by tool (--heldout-tools-in-train drop)",
     "too_long": "longer than --max-tokens once rendered through the chat template",
     "template_error": "the chat template refuses to render the sample",
 }

@@ -11,6 +11,7 @@ and in a training trace.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,6 +29,8 @@ TYPES = {"NUMBER": "integer", "STRING": "string", "BOOLEAN": "boolean"}  # anyth
 _NOT_NAME = re.compile(r"[^\u4e00-\u9fa5^a-zA-Z0-9_]")
 _UNDERSCORES = re.compile(r"_{2,}")
 TOOLS_INTRO = "You have access of the following tools:"
+SERVICE_INTRO = 'This is the subfunction for tool "{}", you can use this tool.'
+_SERVICE = re.compile(r'This is the subfunction for tool "([^"]+)"')
 _GROUP = re.compile(r"(?<![A-Za-z0-9])(G[123](?:_(?:instruction|category|tool))?)(?![A-Za-z0-9])")
 
 
@@ -43,12 +46,21 @@ def function_name(api_name: str, tool_name: str) -> str:
     return f"{standardize(api_name)}_for_{standardize(tool_name)}"[-NAME_MAX:]
 
 
+@lru_cache(maxsize=1 << 16)
+def service_of(description: str) -> str | None:
+    """The RapidAPI service (ToolBench's "tool") of a function, from the description ToolBench writes for every
+    function of its answer files, ToolLLaMA records and query files (`api_tool`); None for other tools. Cached: the
+    same APIs are described in many samples."""
+    match = _SERVICE.match(description)
+    return match[1] if match else None
+
+
 def api_tool(api: Any, field: str) -> dict:
     """A query file's `api_list` entry as a tool, with ToolBench's function name, description text and schema."""
     tool = standardize(need(api, "tool_name", str, field))
     api_name = need(api, "api_name", str, field)
     name = function_name(api_name, tool)
-    description = f'This is the subfunction for tool "{tool}", you can use this tool.'
+    description = SERVICE_INTRO.format(tool)
     text = str(api.get("api_description") or "").strip()
     if text:
         description += f'The description of this function is: "{text.replace(api_name, name)[:DESCRIPTION_MAX]}"'

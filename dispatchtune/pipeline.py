@@ -133,7 +133,8 @@ def prep_stage(recipe: Recipe, model_path: str) -> None:
         if not found:
             raise UserError(f"data.inputs: {pattern} matches no file (relative to {Path.cwd()})")
         inputs += found
-    settings = {k: v for k, v in (("split_by", d.split_by), ("heldout_frac", d.heldout_frac)) if v is not None}
+    settings = {k: v for k in ("split_by", "heldout_frac", "heldout_tools_in_train")
+                if (v := getattr(d, k)) is not None}
     chat_format = load_format(recipe, model_path)[2] if d.max_tokens else None
     stats = prep(PrepConfig(inputs, out, chat_format=chat_format, max_tokens=d.max_tokens,
                             progress=sys.stderr.isatty(), **settings))

@@ -1,10 +1,10 @@
 """Benchmark `dispatchtune prep` on a synthetic ToolLLaMA file of realistic record sizes.
 
 The real `toolllama_G123_dfs_train.json` is a ~1.5 GB JSON array of ~187k step records (~8 KB each). This script
-writes a file of that shape by repeating the bundled ToolLLaMA sample with a distinct query and API list per trace
-(real traces share API lists more often than that, so this is the slow end), then measures,
-each in a fresh process: the floor (`json.load` of the whole file: what a naive reader does) and `prep`
-(streamed, converted, validated, deduplicated, split, written). It prints records/s, MB/s, wall time and peak RSS.
+writes a file of that shape (`make_corpus.py --shape toolllama`: services shared across traces with a long-tailed
+popularity, texts of real sizes from the bundled sample), then measures, each in a fresh process: the floor
+(`json.load` of the whole file: what a naive reader does) and `prep` (streamed, converted, validated, deduplicated,
+split, written). It prints records/s, MB/s, wall time and peak RSS.
 
     python scripts/bench_prep.py --records 187000          # the full-size target (needs ~1.6 GB of disk)
     python scripts/bench_prep.py --records 20000 --keep DIR
@@ -22,39 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample" / "toolllama_G1_dfs_sample.json"
-
-
-def make_file(path: Path, n_records: int) -> int:
-    """Writes n_records step records (traces of the sample, renamed per copy); returns the file size in bytes."""
-    records = json.loads(SAMPLE.read_text())
-    traces: list[list[dict]] = []
-    for r in records:
-        query = r["id"].split(": ", 1)[1]
-        if not traces or traces[-1][0]["id"].split(": ", 1)[1] != query:
-            traces.append([])
-        traces[-1].append(r)
-    written, copy = 0, 0
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("[")
-        while written < n_records:
-            for trace in traces:
-                query = trace[0]["id"].split(": ", 1)[1]
-                for r in trace:
-                    if written == n_records:
-                        break
-                    step = r["id"].split(": ", 1)[0]
-                    conv = [dict(c) for c in r["conversations"]]
-                    conv[1]["value"] = conv[1]["value"].replace(query, f"{query} (copy {copy})")
-                    # A distinct API list per trace: the worst case for the reader's parse cache.
-                    conv[0]["value"] = conv[0]["value"].replace("'description': '", f"'description': '[{copy}] ")
-                    f.write(("," if written else "") + json.dumps({"id": f"{step}: {query} (copy {copy})",
-                                                                 "conversations": conv}, ensure_ascii=False))
-                    written += 1
-                copy += 1
-        f.write("]")
-    return path.stat().st_size
+from make_corpus import write_corpus  # beside this script
 
 
 def measure(cmd: list[str]) -> tuple[float, float, str]:
@@ -80,7 +48,7 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_prep_"))
     work.mkdir(parents=True, exist_ok=True)
     data = work / "toolllama_synthetic.json"
-    size = data.stat().st_size if data.exists() and args.keep else make_file(data, args.records)
+    size = data.stat().st_size if data.exists() and args.keep else write_corpus(data, "toolllama", args.records)
     mb = size / 1e6
 
     floor_dt, floor_rss, _ = measure([sys.executable, "-c", f"import json; json.load(open({str(data)!r}))"])

@@ -55,6 +55,7 @@ class DataArgs:
     inputs: list[str] | None = None  # input files or globs, relative to the working directory
     split_by: str | None = None  # query, tool or category
     heldout_frac: float | None = None
+    heldout_tools_in_train: str | None = None  # with split_by tool: strip, drop or keep (see `prep --help`)
     max_tokens: int | None = None  # set: render each sample in the training format (model.chat_template), reject longer
 
 
