@@ -13,6 +13,7 @@ from dispatchtune.errors import UserError
 from .endpoint import SERVED, Endpoint, endpoint_predictions
 from .generate import BATCH_SIZE, GENERATION, MAX_NEW_TOKENS, PREDICTIONS, generate_predictions, load_cases, \
     load_tokenizer
+from .leaderboard import summary_lines
 from .report import build_report, cell, log_wandb, wandb_target, write_report
 from .score import file_hash, score_all
 
@@ -107,7 +108,11 @@ def _score_and_log(cases: Path, predictions: Path, out: Path, meta: dict, tokeni
     overall = report["overall"]
     print(f"eval score: {overall['cases']} cases, AST match {cell(overall, 'ast_match')}, tool selection "
           f"{cell(overall, 'tool_selection')}, parsed {cell(overall, 'parsed')} -> {out}/report.{{json,md,png}}")
+    if report.get("bfcl"):
+        print("\n".join(summary_lines(report["bfcl"])))
     p = report["predictions"]
+    for record in p.get("skipped_records", []):
+        print(f"  skipped {record}")
     if p["missing"] or p["unknown_ids"] or p["malformed_lines"] or p["duplicate_ids"]:
         print(f"  predictions: {p['missing']} cases without one, {p['unknown_ids']} unknown ids, "
               f"{p['malformed_lines']} malformed lines, {p['duplicate_ids']} repeated ids")

@@ -97,7 +97,7 @@ def run_cases(args: argparse.Namespace) -> int:
     if args.suite:
         cases = SUITES[args.suite]()
     elif args.format == "bfcl":
-        cases = read_bfcl(args.inputs, args.answers)
+        cases = read_bfcl(args.inputs, args.answers, skipped)
     else:
         cases = heldout_cases((s for path in args.inputs for s in read_jsonl(path)), skipped)
     if not write_cases(cases, args.out, skipped):
