@@ -106,17 +106,19 @@ def endpoint_predictions(cases: list[Case], cases_file: Path, out: Path, endpoin
     redact = _redactor(key)
     try:
         served = endpoint.served_model or model or _only_model(client, endpoint)
-        renderer = _renderer(endpoint.mode, model, adapter, tokenizer, template_kwargs, max_new_tokens)
+        source = _tokenizer_source(model, adapter, tokenizer)
+        renderer = _renderer(endpoint.mode, source, adapter, template_kwargs, max_new_tokens)
+        # chat mode reads the server's text for calls it dropped with the model's tokenizer, where there is one
+        parser = renderer.tokenizer if renderer else (load_tokenizer(source) if source else None)
         kwargs = renderer.template_kwargs if renderer else dict(template_kwargs or {})
         identity = {"endpoint": public_url(endpoint.url), "mode": endpoint.mode, "served_model": served,
                     "cases_sha256": file_hash(cases_file), "max_new_tokens": max_new_tokens,
-                    "template_kwargs": kwargs, "tokenizer": renderer.tokenizer_source if renderer else tokenizer}
+                    "template_kwargs": kwargs, "tokenizer": source}
         ask = _Asker(client, served, endpoint.mode, renderer, kwargs, max_new_tokens)
         out.mkdir(parents=True, exist_ok=True)
         done, stats = _run(cases, ask, out / JOURNAL, identity, endpoint.concurrency)
     except Exception as e:  # the key must not reach the console through any message
         _reraise_redacted(e, redact)
-    parser = renderer.tokenizer if renderer else (load_tokenizer(tokenizer) if tokenizer else None)
     predictions = [done[c.id] for c in cases]
     write_text(out / PREDICTIONS, "".join(p.to_json() + "\n" for p in predictions))
     dropped = dropped_calls(cases, predictions, parser) if endpoint.mode == "chat" else None
@@ -356,16 +358,21 @@ def _resume(journal: Path, identity: dict, ids: set[str]) -> tuple[dict[str, Pre
     return done, stats
 
 
-def _renderer(mode: str, model: str | None, adapter: Path | None, tokenizer: str | None,
-              template_kwargs: dict | None, max_new_tokens: int) -> Backend | None:
-    """Completions mode renders prompts as local generation does: with `tokenizer`'s template (default: the
-    adapter's, else the model's) and training's template variables."""
+def _tokenizer_source(model: str | None, adapter: Path | None, tokenizer: str | None) -> str | None:
+    """As local generation picks it: `tokenizer`, else the adapter's, else the model's."""
+    if tokenizer is not None:
+        return tokenizer
+    if adapter is not None and (adapter / "tokenizer_config.json").is_file():
+        return str(adapter)
+    return model
+
+
+def _renderer(mode: str, source: str | None, adapter: Path | None, template_kwargs: dict | None,
+              max_new_tokens: int) -> Backend | None:
+    """Completions mode renders prompts as local generation does: with the template of the tokenizer at `source`
+    and training's template variables (from run.json beside the adapter or tokenizer)."""
     if mode != "completions":
         return None
-    source = tokenizer
-    if source is None:
-        has_tokenizer = adapter is not None and (adapter / "tokenizer_config.json").is_file()
-        source = str(adapter) if has_tokenizer else model
     if source is None:
         raise UserError("--mode completions renders the prompts here: pass --model (or --tokenizer) with the chat "
                         "template the served model was trained on")
