@@ -186,7 +186,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _SERVER_DEFAULTS = {"mode": "completions", "served_model": None, "api_key_env": None,
-                    "concurrency": endpoint.CONCURRENCY, "timeout": endpoint.TIMEOUT_S, "max_retries": endpoint.MAX_RETRIES}
+                    "concurrency": endpoint.CONCURRENCY, "timeout": endpoint.TIMEOUT_S,
+                    "max_retries": endpoint.MAX_RETRIES}
 
 
 def _json_object(text: str) -> dict:

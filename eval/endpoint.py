@@ -264,20 +264,34 @@ def _run(cases: list[Case], ask: _Asker, journal: Path, identity: dict, concurre
     if not done:
         write_text(journal, json.dumps({"journal": identity}) + "\n")
     with open(journal, "a", encoding="utf-8") as log:
+        def keep(future) -> None:
+            prediction, counts = future.result()
+            done[prediction.id] = prediction
+            log.write(json.dumps({"prediction": json.loads(prediction.to_json()), "stats": counts},
+                                 ensure_ascii=False) + "\n")
+            log.flush()
+            for key, value in counts.items():
+                stats[key] = stats.get(key, 0) + value
+            bar.update(1)
+
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eval-endpoint")
+        running = {pool.submit(_case, case, ask, stop) for case in todo}
+        failed = None
         try:
-            running = {pool.submit(_case, case, ask, stop) for case in todo}
-            while running:
+            while running and failed is None:
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    prediction, counts = future.result()
-                    done[prediction.id] = prediction
-                    log.write(json.dumps({"prediction": json.loads(prediction.to_json()), "stats": counts},
-                                         ensure_ascii=False) + "\n")
-                    log.flush()
-                    for key, value in counts.items():
-                        stats[key] = stats.get(key, 0) + value
-                    bar.update(1)
+                for future in finished:  # every case that finished is kept, even beside one that failed
+                    if future.exception() is None:
+                        keep(future)
+                    elif failed is None:
+                        failed = future
+            if failed is not None:
+                # No new request starts; those in flight end (answered or failed), and what they answered is kept.
+                stop.set()
+                for future in wait(running).done:
+                    if not future.cancelled() and future.exception() is None:
+                        keep(future)
+                failed.result()
         except openai.APIError as e:
             raise UserError(f"{_describe(e)}; {len(done)} of {len(cases)} cases are saved in {journal}, and "
                             "re-running the same command sends only the rest") from None

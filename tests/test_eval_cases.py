@@ -294,8 +294,8 @@ def test_bfcl_java_cases_show_source_text_parameters_and_keep_the_types(tmp_path
 def test_a_bfcl_record_that_cannot_be_a_case_is_reported_and_the_rest_are_cases(tmp_path, examples):
     tests, answers = bfcl_files(tmp_path, examples)
     broken = {"id": "irrelevance_7", "question": [[{"role": "tool", "content": "x"}]], "function": []}
-    history = {"id": "live_irrelevance_5-1-0", "function": [], "question": [[
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "x"}]]}
+    history = {"id": "live_irrelevance_5-1-0", "function": [], "question": [[{"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "hello"}, {"role": "user", "content": "x"}]]}
     with open(tests, "a") as f:
         f.write(json.dumps(broken) + "\n" + json.dumps(history) + "\n")
     skipped = Counter()
@@ -318,8 +318,9 @@ def test_cases_cli_writes_a_built_in_suite(tmp_path, capsys):
 def test_bfcl_score_prints_bfcls_own_summary(tmp_path, examples, capsys):
     tests, answers = bfcl_files(tmp_path, examples)
     preds = tmp_path / "p.jsonl"
-    preds.write_text(json.dumps({"id": "simple_python_0", "text": "[calculate_triangle_area(base=10, height=5)]"}) + "\n"
-                     + json.dumps({"id": "irrelevance_3", "text": "I cannot help with that."}) + "\n")
+    lines = [{"id": "simple_python_0", "text": "[calculate_triangle_area(base=10, height=5)]"},
+             {"id": "irrelevance_3", "text": "I cannot help with that."}]
+    preds.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert main(["eval", "score", "--format", "bfcl", "--cases", str(tests), "--answers", str(answers),
                  "--predictions", str(preds), "--out", str(tmp_path / "o"), "--no-wandb"]) == 0
     out = capsys.readouterr().out

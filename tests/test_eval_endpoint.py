@@ -215,7 +215,8 @@ def test_kill_mid_run_then_resume_sends_only_the_missing_cases(tiny_models, case
 def test_a_journal_of_other_settings_is_not_resumed(tiny_models, cases_file, tmp_path):
     out = tmp_path / "served"
     out.mkdir()
-    (out / JOURNAL).write_text(json.dumps({"journal": {"endpoint": "http://elsewhere/v1", "mode": "completions"}}) + "\n")
+    other = {"endpoint": "http://elsewhere/v1", "mode": "completions"}
+    (out / JOURNAL).write_text(json.dumps({"journal": other}) + "\n")
     with pytest.raises(UserError, match="other settings .*endpoint"):
         evaluate(model=tiny_models("qwen3"), cases=cases_file, out=out, max_new_tokens=MAX_NEW,
                  endpoint=Endpoint("http://127.0.0.1:9/v1", served_model="x", max_retries=0))
@@ -353,13 +354,13 @@ def test_chat_mode_against_a_scripted_server(scripted, tmp_path, monkeypatch, ca
 
 
 def test_messages_in_the_apis_shape():
-    messages = [{"role": "user", "content": "hi"},
-                {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]},
+    call = {"function": {"name": "f", "arguments": {"a": 1}}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]},
                 {"role": "tool", "name": "f", "content": "{}"}]
     shaped = openai_messages(messages)
-    call = shaped[1]["tool_calls"][0]
-    assert call["function"]["arguments"] == '{"a": 1}' and call["type"] == "function"
-    assert shaped[2]["tool_call_id"] == call["id"] and messages[1]["tool_calls"][0].get("id") is None
+    sent = shaped[1]["tool_calls"][0]
+    assert sent["function"]["arguments"] == '{"a": 1}' and sent["type"] == "function"
+    assert shaped[2]["tool_call_id"] == sent["id"] and "id" not in call  # the case's own messages are left as they are
 
 
 def test_endpoint_user_errors(tiny_models, cases_file, tmp_path, monkeypatch):
