@@ -10,36 +10,54 @@ from pathlib import Path
 from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
 
+from .endpoint import SERVED, Endpoint, endpoint_predictions
 from .generate import BATCH_SIZE, GENERATION, MAX_NEW_TOKENS, PREDICTIONS, generate_predictions, load_cases, \
     load_tokenizer
+from .leaderboard import summary_lines
 from .report import build_report, cell, log_wandb, wandb_target, write_report
 from .score import file_hash, score_all
 
 
-def evaluate(*, model: str, cases: Path, out: Path, adapter: Path | None = None, gguf: Path | None = None,
-             tokenizer: str | None = None, template_kwargs: dict | None = None, batch_size: int | None = None,
-             max_new_tokens: int | None = None, limit: int | None = None) -> dict | None:
+def evaluate(*, cases: Path, out: Path, model: str | None = None, adapter: Path | None = None,
+             gguf: Path | None = None, tokenizer: str | None = None, template_kwargs: dict | None = None,
+             batch_size: int | None = None, max_new_tokens: int | None = None, limit: int | None = None,
+             endpoint: str | Endpoint | None = None) -> dict | None:
     """The model's greedy predictions on `cases` (base `model`, with `adapter`, or the `gguf` file made from it),
     scored into `out` (predictions.jsonl, generation.json, cases.jsonl, report.{json,md,png}) and logged to the
     training run's wandb run when run.json names one; returns the report. `tokenizer` renders the prompts (default:
     the adapter's, else the model's), with `template_kwargs` (default: training's, from run.json). With `limit`, only
     the first cases run, and when that leaves some out nothing is scored (None). None for `batch_size` or
-    `max_new_tokens` is the default (BATCH_SIZE, MAX_NEW_TOKENS)."""
+    `max_new_tokens` is the default (BATCH_SIZE, MAX_NEW_TOKENS).
+
+    With `endpoint` (a URL, or an `Endpoint` with the mode, served model name, API key variable, concurrency), an
+    OpenAI-compatible server generates instead (eval/endpoint.py); `model` then names the tokenizer whose template
+    renders the prompts in completions mode (and the served model, unless the endpoint names one)."""
     batch_size = BATCH_SIZE if batch_size is None else batch_size
     max_new_tokens = MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
     if batch_size < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
         raise UserError("--batch-size, --max-new-tokens and --limit must be positive")
     if (out / "cases.jsonl").resolve() == cases.resolve():
         raise UserError(f"--out {out} holds the cases file, which scoring writes over; pick another directory")
+    if endpoint is None and model is None:
+        raise UserError("--model is needed to generate locally (or pass --endpoint URL)")
+    if endpoint is not None and gguf is not None:
+        raise UserError("--gguf runs the file here; with --endpoint the server runs the model: pass one of them")
     every_case = load_cases(cases)
     chosen = every_case[:limit]
-    generation, renderer = generate_predictions(
-        chosen, cases, out, model=model, adapter=adapter, gguf=gguf, tokenizer=tokenizer,
-        template_kwargs=template_kwargs, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    if endpoint is not None:
+        endpoint = Endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+        generation, renderer = endpoint_predictions(
+            chosen, cases, out, endpoint, model=model, adapter=adapter, tokenizer=tokenizer,
+            template_kwargs=template_kwargs, max_new_tokens=max_new_tokens)
+    else:
+        generation, renderer = generate_predictions(
+            chosen, cases, out, model=model, adapter=adapter, gguf=gguf, tokenizer=tokenizer,
+            template_kwargs=template_kwargs, batch_size=batch_size, max_new_tokens=max_new_tokens)
     if len(chosen) < len(every_case):  # scoring would fail the cases that did not run
         print(f"eval run: not scored, since --limit ran {len(chosen)} of the {len(every_case)} cases")
         return None
     meta = {"name": out.resolve().name, **{k: generation[k] for k in ("model", "adapter", "gguf", "tokenizer")}}
+    meta.update({k: generation[k] for k in SERVED if k in generation})
     return _score_and_log(cases, out / PREDICTIONS, out, meta, renderer, wandb_target(meta["adapter"], None))
 
 
@@ -90,7 +108,11 @@ def _score_and_log(cases: Path, predictions: Path, out: Path, meta: dict, tokeni
     overall = report["overall"]
     print(f"eval score: {overall['cases']} cases, AST match {cell(overall, 'ast_match')}, tool selection "
           f"{cell(overall, 'tool_selection')}, parsed {cell(overall, 'parsed')} -> {out}/report.{{json,md,png}}")
+    if report.get("bfcl"):
+        print("\n".join(summary_lines(report["bfcl"])))
     p = report["predictions"]
+    for record in p.get("skipped_records", []):
+        print(f"  skipped {record}")
     if p["missing"] or p["unknown_ids"] or p["malformed_lines"] or p["duplicate_ids"]:
         print(f"  predictions: {p['missing']} cases without one, {p['unknown_ids']} unknown ids, "
               f"{p['malformed_lines']} malformed lines, {p['duplicate_ids']} repeated ids")

@@ -14,23 +14,25 @@ categories means what BFCL's would. Its rules, including the odd ones, matter fo
 - several expected calls are matched greedily: each expected call, in order, takes the first unmatched predicted
   call that passes; counts must be equal. One expected call is BFCL's simple and multiple categories alike.
 Tool schemas may be JSON Schema (what prep writes) or Gorilla's own names (`dict`, `float`, `tuple`, `any`): both map
-to the Python type BFCL checks against, a missing type (`any`) to `str` as BFCL does. Only Python semantics exist here:
-BFCL's Java and JavaScript categories convert string values with language-specific parsers, and are refused.
+to the Python type BFCL checks against, a missing type (`any`) to `str` as BFCL does. BFCL's Java and JavaScript
+categories take values as source text; eval/bfcl_languages.py converts them as BFCL does before this checker runs.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
 from dispatchtune.data_prep.readers import bfcl as bfcl_reader
-from dispatchtune.data_prep.sample import Rejected, ToolCall
+from dispatchtune.data_prep.sample import Rejected, Sample, ToolCall
 from dispatchtune.data_prep.schema_types import json_type
 from dispatchtune.errors import UserError
 from dispatchtune.jsonl import json_lines
 
+from . import bfcl_languages
 from .records import Case, Turn
 
 IRRELEVANCE = ("irrelevance", "live_irrelevance")  # right answer: no call
@@ -204,9 +206,14 @@ def _count(n: int) -> str:
 
 # ---- BFCL's files ----
 
-def read_bfcl(tests: list[Path], answers: list[Path]) -> Iterator[Case]:
+def read_bfcl(tests: list[Path], answers: list[Path], skipped: Counter | None = None) -> Iterator[Case]:
     """Cases from BFCL test files (JSON Lines, read through prep's BFCL reader) and their possible-answer files.
 
+    The tools are the function docs as BFCL shows them to the model (its language note on each description; in the
+    Java and JavaScript categories every parameter a string of source text, the original types kept in the case's
+    meta for scoring: eval/bfcl_languages.py). Earlier assistant turns of a question (a few live_irrelevance
+    records hold one) stay in the conversation as BFCL sends them. A record that cannot be a case is left out and
+    counted in `skipped` with its id and reason; the others still are cases.
     Irrelevance categories expect no call and live_relevance any call, with no answer needed. A record of another
     category whose answer is missing becomes a case without turns, which scoring counts as a failure by name;
     when none has one, the answer file is the wrong one and this says so.
@@ -216,13 +223,15 @@ def read_bfcl(tests: list[Path], answers: list[Path]) -> Iterator[Case]:
     for path in tests:
         for line, record in _records(path, "question"):
             try:
-                sample = bfcl_reader.convert(record)
+                sample = _sample(record)
             except Rejected as r:
-                raise UserError(f"{path} line {line}: {r.describe()}") from None
+                if skipped is not None:
+                    skipped[f"BFCL record {record['id']} ({path.name} line {line}): {r.describe()}"] += 1
+                continue
             category = sample.meta["category"] or "bfcl"
-            if category.endswith(("_java", "_javascript")):
-                raise UserError(f"{path}: BFCL's {category} category is checked with Java/JavaScript type "
-                                "converters, which dispatchtune does not implement; give its Python categories")
+            meta = {"format": "bfcl"}
+            if lang := bfcl_languages.language(category):
+                meta.update(language=lang, types=bfcl_languages.source_types(record["function"]))
             if category in IRRELEVANCE:
                 turns = [Turn([])]
             elif category in RELEVANCE:
@@ -232,12 +241,34 @@ def read_bfcl(tests: list[Path], answers: list[Path]) -> Iterator[Case]:
                 answer = truth.get(record["id"])
                 found += answer is not None
                 turns = [Turn(answer)] if isinstance(answer, list) else []
-            yield Case(record["id"], category, sample.messages, sample.tools, turns, {"format": "bfcl"})
+            yield Case(record["id"], category, sample.messages, sample.tools, turns, meta)
     if needed and not found:
         files = ", ".join(map(str, answers))
         hint = f"none of the {len(truth)} answers in {files} match" if answers else "no --answers given"
         raise UserError(f"{needed} BFCL test records need possible answers, but {hint}; pass the possible_answer "
                         "file of the same category")
+
+
+def _sample(record: dict) -> Sample:
+    """A test record as prep reads it, with BFCL's function docs for the model; plain assistant turns of the
+    question (which prep refuses: a prompt has none) are kept between the user turns, as BFCL sends them."""
+    category = record["id"].rsplit("_", 1)[0] if isinstance(record["id"], str) else ""
+    functions = record.get("function")
+    record = {**record, "function": bfcl_languages.function_doc(functions, category)} \
+        if isinstance(functions, list) else record
+    question = record["question"]
+    history = isinstance(question, list) and question and isinstance(question[0], list) and any(
+        isinstance(m, dict) and m.get("role") == "assistant" for m in question[0])
+    if not history:
+        return bfcl_reader.convert(record)
+    for k, m in enumerate(question[0]):
+        if m.get("role") == "assistant" and (not isinstance(m.get("content"), str) or set(m) - {"role", "content"}):
+            raise Rejected("role_order", "an assistant turn that is not plain text", f"question[0][{k}]")
+    sample = bfcl_reader.convert({**record, "question": [[m for m in question[0] if m.get("role") != "assistant"]]})
+    read = iter(sample.messages)  # one for each message that is not an assistant's, in order
+    messages = [{"role": "assistant", "content": m["content"]} if m.get("role") == "assistant" else next(read)
+                for m in question[0]]
+    return Sample(messages, sample.tools, sample.meta)
 
 
 def _records(path: Path, key: str) -> Iterator[tuple[int, dict]]:

@@ -5,6 +5,8 @@
     dispatchtune eval cases --format bfcl --from BFCL_v4_simple_python.json \
         --answers possible_answer/BFCL_v4_simple_python.json --out cases.jsonl
     dispatchtune eval run --model BASE --adapter RUN/adapter --cases RUN/eval/cases.jsonl --out RUN/eval/adapter
+    dispatchtune eval run --endpoint http://localhost:8000/v1 --served-model NAME --model BASE \
+        --cases RUN/eval/cases.jsonl --out RUN/eval/served
     dispatchtune eval score --cases RUN/eval/cases.jsonl --predictions RUN/eval/adapter/predictions.jsonl \
         --out RUN/eval/adapter
     dispatchtune eval compare RUN/eval/adapter RUN/eval/base --must-beat RUN/eval/base --min-score 0.5 \
@@ -22,10 +24,11 @@ from pathlib import Path
 from dispatchtune.data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
 
-from . import generate
+from . import endpoint, generate
 from .api import evaluate, score_predictions
 from .bfcl import read_bfcl
 from .compare import compare
+from .endpoint import Endpoint
 from .heldout import heldout_cases
 from .records import write_cases
 from .suite import SUITES
@@ -94,7 +97,7 @@ def run_cases(args: argparse.Namespace) -> int:
     if args.suite:
         cases = SUITES[args.suite]()
     elif args.format == "bfcl":
-        cases = read_bfcl(args.inputs, args.answers)
+        cases = read_bfcl(args.inputs, args.answers, skipped)
     else:
         cases = heldout_cases((s for path in args.inputs for s in read_jsonl(path)), skipped)
     if not write_cases(cases, args.out, skipped):
@@ -104,9 +107,16 @@ def run_cases(args: argparse.Namespace) -> int:
 
 
 def run_model(args: argparse.Namespace) -> int:
+    endpoint = None
+    if args.endpoint:
+        endpoint = Endpoint(args.endpoint, mode=args.mode, served_model=args.served_model, api_key_env=args.api_key_env,
+                            concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries)
+    elif any(getattr(args, k) != d for k, d in _SERVER_DEFAULTS.items()):
+        raise UserError("--mode, --served-model, --api-key-env, --concurrency, --timeout and --max-retries go with "
+                        "--endpoint")
     evaluate(model=args.model, adapter=args.adapter, gguf=args.gguf, tokenizer=args.tokenizer,
              template_kwargs=args.template_kwargs, cases=args.cases, out=args.out, batch_size=args.batch_size,
-             max_new_tokens=args.max_new_tokens, limit=args.limit)
+             max_new_tokens=args.max_new_tokens, limit=args.limit, endpoint=endpoint)
     return 0
 
 
@@ -133,9 +143,10 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--model",
                         help="Hub id or directory of the (base) model; with --gguf, the model the GGUF was made from "
-                             "(only its tokenizer is read)")
+                             "(only its tokenizer is read); with --endpoint, the tokenizer that renders prompts in "
+                             "completions mode and the default --served-model")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--adapter", type=Path, help="a PEFT adapter directory (train's RUN/adapter) to apply")
     source.add_argument("--gguf", type=Path, help="a GGUF file to run through llama-cpp-python instead")
@@ -153,6 +164,30 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=generate.MAX_NEW_TOKENS,
                         help=f"tokens per turn at most (default: {generate.MAX_NEW_TOKENS})")
     parser.add_argument("--limit", type=int, help="only the first N cases (then not scored)")
+    served = parser.add_argument_group("a model behind an OpenAI-compatible server")
+    served.add_argument("--endpoint", metavar="URL",
+                        help="an OpenAI-compatible server's base URL (http://localhost:8000/v1) to generate with")
+    served.add_argument("--mode", choices=endpoint.MODES, default=_SERVER_DEFAULTS["mode"],
+                        help="completions: we render the prompt, the server returns text, our parser reads it; "
+                             "chat: messages and tools go to the server, its tool_calls are scored "
+                             "(default: completions)")
+    served.add_argument("--served-model", metavar="NAME",
+                        help="the model name the server knows, e.g. a LoRA adapter served by name "
+                             "(default: --model, else the only model the server lists)")
+    served.add_argument("--api-key-env", metavar="NAME",
+                        help="environment variable holding the API key (default: OPENAI_API_KEY, if set)")
+    served.add_argument("--concurrency", type=int, default=_SERVER_DEFAULTS["concurrency"],
+                        help=f"cases in flight at once (default: {endpoint.CONCURRENCY})")
+    served.add_argument("--timeout", type=float, default=_SERVER_DEFAULTS["timeout"], metavar="SECONDS",
+                        help=f"per request (default: {endpoint.TIMEOUT_S:g})")
+    served.add_argument("--max-retries", type=int, default=_SERVER_DEFAULTS["max_retries"],
+                        help="retries of a request that failed transiently (connection, timeout, 429, 5xx), with "
+                             f"exponential backoff (default: {endpoint.MAX_RETRIES})")
+
+
+_SERVER_DEFAULTS = {"mode": "completions", "served_model": None, "api_key_env": None,
+                    "concurrency": endpoint.CONCURRENCY, "timeout": endpoint.TIMEOUT_S,
+                    "max_retries": endpoint.MAX_RETRIES}
 
 
 def _json_object(text: str) -> dict:

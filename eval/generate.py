@@ -279,14 +279,14 @@ def predict(cases: list[Case], backend: Backend, batch_size: int) -> tuple[list[
                 stats["tokens"] += tokens
                 stats["unfinished"] += not ended
                 if k + 1 < len(case.turns):
-                    conversations[case.id] += _next_turn(case, k, text, backend.tokenizer, prompt)
+                    conversations[case.id] += next_turn(case, k, text, backend.tokenizer, prompt)
             bar.update(len(chunk))
             stats["turns"] += len(chunk)
     bar.close()
     return [Prediction(c.id, turns[c.id]) for c in cases], stats
 
 
-def _next_turn(case: Case, k: int, text: str, tokenizer, prompt: str) -> list[dict]:
+def next_turn(case: Case, k: int, text: str, tokenizer, prompt: str) -> list[dict]:
     """The model's assistant turn k as a message, then the case's tool results; call i takes result i's id."""
     calls, _ = parse_output(text, tokenizer, prefix=prompt, tools=case.tools)
     results = case.turns[k].results

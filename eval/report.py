@@ -16,6 +16,7 @@ from pathlib import Path
 from dispatchtune.atomic import write_text
 from dispatchtune.runinfo import read_run_info
 
+from .leaderboard import bfcl_summary, summary_lines
 from .score import METRICS
 
 Z95 = 1.959964
@@ -52,8 +53,12 @@ def build_report(rows: list[dict], meta: dict, predictions: dict) -> dict:
     for row in rows:
         by_category.setdefault(row["category"], []).append(row)
     order = sorted(by_category, key=lambda c: (CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER else len(CATEGORY_ORDER), c))
-    return {"meta": meta, "overall": summarize(rows),
-            "categories": {c: summarize(by_category[c]) for c in order}, "predictions": predictions}
+    report = {"meta": meta, "overall": summarize(rows),
+              "categories": {c: summarize(by_category[c]) for c in order}, "predictions": predictions}
+    bfcl = bfcl_summary(rows)
+    if bfcl:
+        report["bfcl"] = bfcl
+    return report
 
 
 def rate(summary: dict, metric: str = "ast_match") -> float | None:
@@ -81,6 +86,8 @@ def markdown(report: dict) -> str:
               "|---|---:|" + "---:|" * len(used)]
     rows = [*report["categories"].items(), ("**overall**", report["overall"])]
     lines += [f"| {name} | {s['cases']} | " + " | ".join(cell(s, m) for m in used) + " |" for name, s in rows]
+    if report.get("bfcl"):
+        lines += ["", "```", *summary_lines(report["bfcl"]), "```"]
     p = report["predictions"]
     problems = {k: p[k] for k in ("missing", "unknown_ids", "malformed_lines", "duplicate_ids") if p.get(k)}
     if problems:

@@ -34,6 +34,7 @@ from dispatchtune.data_prep.sample import Rejected, ToolCall
 from dispatchtune.errors import UserError
 from dispatchtune.jsonl import json_lines
 
+from . import bfcl_languages
 from .bfcl import check_call, check_turn, literal, read_bfcl, standardize
 from .heldout import chain_links, leaves, message_text
 from .records import Case, Prediction, Turn, tool_index
@@ -66,6 +67,9 @@ def score_case(case: Case, prediction: Prediction | str | None, tokenizer=None) 
     if len(decoded) < len(case.turns):
         return _failed(case, f"no prediction for turn {len(decoded)} of this {len(case.turns)}-turn chain")
     tools = tool_index(case.tools)
+    if lang := case.meta.get("language"):  # BFCL's Java/JavaScript: values are source text, read as BFCL reads them
+        tools = bfcl_languages.schemas(lang, case.meta.get("types") or {})
+        decoded = [(bfcl_languages.source_values(lang, case.meta.get("types") or {}, c), why) for c, why in decoded]
     turns = [score_turn(tools, turn, calls, why) for turn, (calls, why) in zip(case.turns, decoded)]
     row = {"id": case.id, "category": case.category, **{m: _all(t[m] for t in turns) for m in METRICS[:5]}}
     if not case.is_chain:
@@ -245,11 +249,13 @@ def _failed(case: Case, reason: str) -> dict:
 
 # ---- files ----
 
-def iter_cases(path: Path, fmt: str = "cases", answers: list[Path] = ()) -> Iterator[Case]:
-    """Cases from a cases file (`eval cases` output) or, with fmt `bfcl`, a BFCL test file and its answers; streamed,
-    so a large file never sits in memory whole. Malformed cases, repeated ids, or none at all are the user's mistake."""
+def iter_cases(path: Path, fmt: str = "cases", answers: list[Path] = (), skipped: Counter | None = None) \
+        -> Iterator[Case]:
+    """Cases from a cases file (`eval cases` output) or, with fmt `bfcl`, a BFCL test file and its answers (records
+    that cannot be cases are counted in `skipped` with their reasons); streamed, so a large file never sits in memory
+    whole. Malformed cases, repeated ids, or none at all are the user's mistake."""
     if fmt == "bfcl":
-        cases = read_bfcl([path], list(answers))
+        cases = read_bfcl([path], list(answers), skipped)
     else:
         cases = (_case(path, n, record) for n, record in json_lines(path, orjson.loads))
     seen: set[str] = set()
@@ -345,7 +351,8 @@ def score_all(cases_path: Path, predictions_path: Path, fmt: str = "cases", answ
     rows = []
     with gc_paused():
         predictions, stats = load_predictions(predictions_path)
-        for case in iter_cases(cases_path, fmt, answers):
+        skipped: Counter = Counter()
+        for case in iter_cases(cases_path, fmt, answers, skipped):
             ids.add(case.id)
             rows.append(score_case(case, predictions.get(case.id), tokenizer))
             if rows_to is not None:
@@ -355,6 +362,8 @@ def score_all(cases_path: Path, predictions_path: Path, fmt: str = "cases", answ
     for k in unknown:
         _example(stats, f"id {k!r} matches no case")
     stats["missing"] = sum(1 for k in ids if k not in predictions)
+    if skipped:
+        stats["skipped_records"] = sorted(skipped)
     return rows, stats
 
 

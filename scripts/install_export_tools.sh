@@ -19,4 +19,8 @@ then
   echo "building llama-cpp-python $VERSION (minutes on first install; CMAKE_ARGS=$CMAKE_ARGS)"
   pip_install "llama-cpp-python==$VERSION"
 fi
+# llama-cpp-python's `[server]` extra, its OpenAI-compatible server (tests/test_eval_endpoint.py serves a GGUF with
+# it), named package by package: asking for the extra could make pip build llama-cpp-python again.
+pip_install "uvicorn>=0.22.0" "fastapi>=0.100.0" "pydantic-settings>=2.0.1" "sse-starlette>=1.6.1" \
+  "starlette-context>=0.3.6,<0.4" "PyYAML>=5.1"
 "$PY" -m dispatchtune.export.llama_cpp_tools fetch --version "$VERSION"

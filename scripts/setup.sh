@@ -9,7 +9,7 @@ VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
 pip_install() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@"; }
 pip_install "torch==${TORCH_VERSION:-2.13.0}"
-pip_install -e ".[test]"
+pip_install -e ".[test,serve]"
 # BFCL's reference AST checker, run by tests/test_bfcl_agreement.py against our scorer (its code only, none of its
 # data). --no-deps: it would pull every LLM provider's client, which the checker itself never uses.
 pip_install --no-deps "bfcl-eval==2026.3.23"

@@ -15,18 +15,21 @@ functions as the pipeline does: converted to JSON Schema by prep's BFCL reader.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import sys
 import types
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from dispatchtune.data_prep.readers import bfcl as bfcl_reader
 from dispatchtune.data_prep.sample import ToolCall
-from dispatchtune.eval.bfcl import check_turn
-from dispatchtune.eval.records import tool_index
+from dispatchtune.eval.bfcl import check_turn, read_bfcl
+from dispatchtune.eval.records import Prediction, tool_index
+from dispatchtune.eval.score import score_case
 
 pytest.importorskip("bfcl_eval", reason="pip install --no-deps bfcl-eval (scripts/setup.sh does)")
 
@@ -53,8 +56,10 @@ def _reference():
 
     model = next((k for k, c in model_config.MODEL_CONFIG_MAPPING.items() if not c.underscore_to_dot and "_" not in k),
                  "stand-in")
+    languages = {"java": Language.JAVA, "javascript": Language.JAVASCRIPT}
     return lambda functions, output, answer, category: ast_checker(
-        functions, output, answer, Language.PYTHON, category, model.replace("/", "_"))
+        functions, output, answer, languages.get(category.rsplit("_", 1)[-1], Language.PYTHON), category,
+        model.replace("/", "_"))
 
 
 # ---- generation ----
@@ -306,3 +311,224 @@ def test_hand_made_cases_agree_with_bfcl_reference():
     for args in outputs:
         output = [{"calculate_triangle_area": args}]
         assert ours([function], output, answer) == reference([function], output, answer, "simple")["valid"], args
+
+
+# ---- the categories of BFCL's own files: Java, JavaScript, irrelevance ----
+
+SOURCE_CASES_PER_RECORD = 20
+AGREEMENT = 0.995
+
+
+def bfcl_data():
+    import bfcl_eval
+
+    data = Path(bfcl_eval.__file__).parent / "data"
+    if not (data / "BFCL_v4_simple_java.json").is_file():
+        pytest.skip(f"bfcl-eval's data files are not at {data}")
+    return data
+
+
+def bfcl_cases(data, category: str) -> tuple[dict, dict]:
+    """The category's cases as `eval cases --format bfcl` makes them, and its records (with their answers) by id."""
+    answers = data / "possible_answer" / f"BFCL_v4_{category}.json"
+    cases = {c.id: c for c in read_bfcl([data / f"BFCL_v4_{category}.json"], [answers] if answers.is_file() else [])}
+    records = {r["id"]: r for r in map(json.loads, (data / f"BFCL_v4_{category}.json").read_text().splitlines())}
+    if answers.is_file():
+        for line in answers.read_text().splitlines():
+            record = json.loads(line)
+            records[record["id"]]["ground_truth"] = record["ground_truth"]
+    return cases, records
+
+
+def java_text(rng: random.Random, value, kind: str, item: str | None) -> str:
+    """A Python value written as Java source, in one of the ways a model might."""
+    if isinstance(value, bool) or kind == "boolean":
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    if kind == "long":
+        return f"{value}{rng.choice(['L', 'l', ''])}"
+    if kind == "float":
+        return f"{value}{rng.choice(['f', 'F', ''])}"
+    if kind in ("Array", "ArrayList") and isinstance(value, list):
+        items = [java_item(rng, v, item) for v in value]
+        if kind == "Array":
+            return f"new {rng.choice(['String', 'int', 'Object'])}[]{rng.choice(['', ' '])}{{{', '.join(items)}}}"
+        if not items or rng.random() < 0.3:
+            return "new ArrayList<>() {{ " + " ".join(f"add({i});" for i in items) + " }}" if items \
+                else "new ArrayList<>()"
+        return f"new ArrayList<>(Arrays.asList({', '.join(items)}))"
+    if kind == "HashMap" and isinstance(value, dict):
+        puts = " ".join(f'put("{k}", {java_item(rng, v[0] if isinstance(v, list) else v, None)});'
+                        for k, v in value.items())
+        return f"new HashMap<String, String>() {{{{ {puts} }}}}" if puts else "new HashMap<>()"
+    return str(value)
+
+
+def java_item(rng: random.Random, value, item: str | None) -> str:
+    if isinstance(value, str):
+        return rng.choice([f'"{value}"', value]) if item not in ("String", "char") else f'"{value}"'
+    return java_text(rng, value, item or "any", None)
+
+
+def js_text(rng: random.Random, value, kind: str) -> str:
+    """A Python value written as JavaScript source, in one of the ways a model might."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return rng.choice([value, f"'{value}'", f'"{value}"']) if kind in ("String", "any") else value
+    if isinstance(value, list):
+        return rng.choice(["[{}]", "new Array({})"]).format(", ".join(js_item(rng, v) for v in value))
+    if isinstance(value, dict):
+        entries = ", ".join(f"{rng.choice([k, repr(k)])}: {js_item(rng, v[0] if isinstance(v, list) else v)}"
+                            for k, v in value.items())
+        return "{" + entries + "}"
+    return str(value)
+
+
+def js_item(rng: random.Random, value) -> str:
+    if isinstance(value, str):
+        return rng.choice([f"'{value}'", f'"{value}"'])
+    return js_text(rng, value, "any")
+
+
+def source_output(rng: random.Random, lang: str, function: dict, answer: dict) -> tuple[list[dict], str]:
+    """One model output for a record: the answer's values as source text, then one perturbation."""
+    (name, params), = answer.items()
+    props = function["parameters"]["properties"]
+    args = {}
+    for param, options in params.items():
+        picks = [o for o in options if o != ""]
+        if not picks or ("" in options and rng.random() < 0.3):
+            continue
+        value = rng.choice(picks)
+        spec = props.get(param, {})
+        if lang == "java":
+            args[param] = java_text(rng, value, spec.get("type"), (spec.get("items") or {}).get("type"))
+        else:
+            args[param] = js_text(rng, value, spec.get("type"))
+    kind = rng.choice(["none"] * 5 + ["raw", "raw", "case", "quote", "unquote", "value", "extra", "missing",
+                                      "name", "count", "number"])
+    keys = list(args)
+    if kind == "raw" and keys:  # the value as JSON instead of source text
+        key = rng.choice(keys)
+        picks = [o for o in params[key] if o != ""]
+        args[key] = rng.choice(picks) if picks else 1
+    elif kind == "case" and keys:
+        key = rng.choice(keys)
+        args[key] = rng.choice([args[key].upper(), args[key].lower(), args[key].replace(" ", "")])
+    elif kind == "quote" and keys:
+        key = rng.choice(keys)
+        args[key] = rng.choice(['"{}"', "'{}'"]).format(args[key])
+    elif kind == "unquote" and keys:
+        key = rng.choice(keys)
+        args[key] = args[key].strip("'\"")
+    elif kind == "value" and keys:
+        args[rng.choice(keys)] = rng.choice(["0", "other", "[]", "{}", "true", "1.5", "null"])
+    elif kind == "number" and keys:
+        key = rng.choice(keys)
+        args[key] = rng.choice([args[key] + ".0", args[key] + "n", "-" + args[key], args[key].rstrip("Lf")])
+    elif kind == "extra":
+        args[rng.choice([p for p in props if p not in args] or ["unknown"])] = "x"
+    elif kind == "missing" and keys:
+        del args[rng.choice(keys)]
+    elif kind == "name":
+        name += "_x"
+    output = [{name: args}]
+    if kind == "count":
+        output = output * 2 if rng.random() < 0.5 else []
+    return output, kind
+
+
+@pytest.mark.parametrize("category", ["simple_java", "simple_javascript"])
+def test_source_text_categories_agree_with_bfcl_reference(category):
+    """Every record of BFCL's Java and JavaScript files, many outputs each: the values written as source text (and
+    perturbed), judged by BFCL's checker (its own type converters) and by ours."""
+    reference, data = _reference(), bfcl_data()
+    lang = category.rsplit("_", 1)[-1]
+    cases, records = bfcl_cases(data, category)
+    rng = random.Random(f"bfcl-{category}")
+    total, disagreements, verdicts, kinds = 0, [], Counter(), Counter()
+    for case_id, record in records.items():
+        case = cases[case_id]
+        answer = record["ground_truth"]
+        for _ in range(SOURCE_CASES_PER_RECORD):
+            output, kind = source_output(rng, lang, record["function"][0], answer[0])
+            try:
+                theirs = reference(copy.deepcopy(record["function"]), copy.deepcopy(output), copy.deepcopy(answer),
+                                   category)["valid"]
+            except (ValueError, NotImplementedError, KeyError, TypeError, AttributeError):
+                continue  # BFCL's checker itself crashes on this output; nothing to agree with
+            calls = [{"name": n, "arguments": a} for call in output for n, a in call.items()]
+            mine = score_case(case, Prediction(case_id, [{"calls": calls}]))["ast_match"]
+            total += 1
+            verdicts[theirs] += 1
+            kinds[kind, theirs] += 1
+            if mine != theirs:
+                disagreements.append((case_id, kind, mine, theirs, output, answer))
+    assert total > len(records) * SOURCE_CASES_PER_RECORD * 0.95
+    assert 1 - len(disagreements) / total >= AGREEMENT, \
+        f"{len(disagreements)} of {total} disagree, first: {disagreements[:3]}"
+    assert min(verdicts.values()) > total * 0.15, verdicts  # both verdicts are common
+    both = {k for k, v in kinds if v} & {k for k, v in kinds if not v}
+    assert {"none", "case", "quote", "raw", "number"} <= both, kinds
+
+
+def test_relevance_categories_agree_with_bfcl_reference():
+    """Every record of irrelevance, live_irrelevance (those holding earlier assistant turns too) and live_relevance,
+    with outputs that call, call nothing or do not decode: BFCL's relevance verdict (`is_empty_output` on what
+    decodes) and ours agree, and no record is left out."""
+    from bfcl_eval.utils import is_empty_output
+
+    data = bfcl_data()
+    rng = random.Random("bfcl-relevance")
+    for category in ("irrelevance", "live_irrelevance", "live_relevance"):
+        cases, records = bfcl_cases(data, category)
+        assert set(cases) == set(records)  # every record is a case
+        for case_id, record in records.items():
+            functions = record["function"] or [{"name": "anything"}]
+            for output in ([], [{functions[0]["name"]: {}}], None, [{rng.choice(functions)["name"]: {"x": 1}}] * 2):
+                decoded_empty = output is None or is_empty_output(output)  # None: the output does not decode
+                theirs = decoded_empty if "irrelevance" in category else not decoded_empty
+                turn = {"text": "I cannot help with that, sorry."} if output is None else \
+                    {"calls": [{"name": n, "arguments": a} for call in output for n, a in call.items()]}
+                assert score_case(cases[case_id], Prediction(case_id, [turn]))["ast_match"] == theirs, \
+                    (case_id, output)
+    history = [c for c in bfcl_cases(data, "live_irrelevance")[0].values()
+                                    if any(m["role"] == "assistant" for m in c.messages)]
+    assert len(history) >= 8 and all(m["role"] in ("system", "user", "assistant") for c in history
+                                     for m in c.messages)
+
+
+def test_summary_aggregates_as_bfcl_does():
+    """Our BFCL summary against BFCL's own accuracy functions, composed as its leaderboard table composes them."""
+    _reference()  # installs the stand-in registry where BFCL's clients are missing
+    from bfcl_eval.eval_checker.eval_runner_helper import calculate_unweighted_accuracy as unweighted
+    from bfcl_eval.eval_checker.eval_runner_helper import calculate_weighted_accuracy as weighted
+
+    from dispatchtune.eval.leaderboard import CATEGORIES, bfcl_summary
+
+    rng = random.Random("bfcl-summary")
+    rows, score = [], {}
+    for category in CATEGORIES:
+        n, passed = rng.randint(5, 60), 0
+        for _ in range(n):
+            ok = rng.random() < rng.random()
+            passed += ok
+            rows.append({"category": category, "ast_match": ok})
+        rows.append({"category": "chain", "ast_match": True})  # not BFCL's: left out
+        score[category] = {"accuracy": passed / n, "total_count": n, "display_accuracy": passed / n}
+    ours = bfcl_summary(rows)
+    simple = unweighted([score[c] for c in ("simple_python", "simple_java", "simple_javascript")])
+    non_live = unweighted([simple, score["multiple"], score["parallel"], score["parallel_multiple"]],
+                          display_na_if_category_missing=False)
+    live = weighted([score[c] for c in ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")],
+                    display_na_if_category_missing=False)
+    irrelevance = unweighted([score["irrelevance"], score["live_irrelevance"]])
+    assert ours["non_live"]["accuracy"] == pytest.approx(non_live["accuracy"], abs=1e-6)
+    assert ours["non_live"]["simple"] == pytest.approx(simple["accuracy"], abs=1e-6)
+    assert ours["live"]["accuracy"] == pytest.approx(live["accuracy"], abs=1e-6)
+    assert ours["irrelevance"]["accuracy"] == pytest.approx(irrelevance["accuracy"], abs=1e-6)
+    assert ours["relevance"]["accuracy"] == pytest.approx(score["live_relevance"]["accuracy"], abs=1e-6)
+    partial = bfcl_summary([r for r in rows if r["category"] != "simple_java"])
+    assert partial["non_live"]["accuracy"] is None and partial["non_live"]["missing"] == ["simple_java"]
+    assert partial["live"]["accuracy"] == ours["live"]["accuracy"]
+    assert bfcl_summary([{"category": "chain", "ast_match": True}]) is None

@@ -261,16 +261,49 @@ def test_bfcl_score_cli_reads_test_and_answer_files_directly(tmp_path, examples,
     assert len(list(iter_cases(tmp_path / "c.jsonl"))) == 4
 
 
-def test_bfcl_without_any_matching_answer_or_in_java_is_a_user_error(tmp_path, examples):
+def test_bfcl_without_any_matching_answer_is_a_user_error(tmp_path, examples):
     tests, answers = bfcl_files(tmp_path, examples)
     with pytest.raises(UserError, match="need possible answers, but no --answers given"):
         list(read_bfcl([tests], []))
-    java = tmp_path / "BFCL_v4_simple_java.json"
-    java.write_text(json.dumps({**examples["bfcl_test"], "id": "simple_java_0"}) + "\n")
-    with pytest.raises(UserError, match="Java/JavaScript"):
-        list(read_bfcl([java], [answers]))
     with pytest.raises(UserError, match="not a BFCL possible-answer record"):
         list(read_bfcl([tests], [tests]))
+
+
+def test_bfcl_java_cases_show_source_text_parameters_and_keep_the_types(tmp_path, examples):
+    """As BFCL prompts them: every parameter a string, its Java type in the description; scoring converts the text."""
+    java = tmp_path / "BFCL_v4_simple_java.json"
+    java.write_text(json.dumps({**examples["bfcl_test"], "id": "simple_java_0"}) + "\n")
+    answer = tmp_path / "answer.json"
+    answer.write_text(json.dumps({**examples["bfcl_possible_answer"], "id": "simple_java_0"}) + "\n")
+    case, = read_bfcl([java], [answer])
+    function = case.tools[0]["function"]
+    assert function["description"].endswith("Note that the provided function is in Java 8 SDK syntax.")
+    assert {p["type"] for p in function["parameters"]["properties"].values()} == {"string"}
+    assert case.meta["language"] == "java" and case.meta["types"][function["name"]]["properties"]
+    base = "This is Java integer type parameter in string representation."
+    assert function["parameters"]["properties"]["base"]["description"].endswith(base)
+    name = function["name"]
+    for args, passes in (({"base": "10", "height": "5"}, True), ({"base": "10", "height": "5", "unit": "units"}, True),
+                         ({"base": 10, "height": "5"}, False), ({"base": "10.0", "height": "5"}, False)):
+        row = score_case(case, Prediction(case.id, [{"calls": [{"name": name, "arguments": args}]}]))
+        assert row["ast_match"] is passes, (args, row["reason"])
+    assert "not a string of source text" in score_case(case, Prediction(case.id, [{"calls": [
+        {"name": name, "arguments": {"base": 10, "height": "5"}}]}]))["reason"]
+
+
+def test_a_bfcl_record_that_cannot_be_a_case_is_reported_and_the_rest_are_cases(tmp_path, examples):
+    tests, answers = bfcl_files(tmp_path, examples)
+    broken = {"id": "irrelevance_7", "question": [[{"role": "tool", "content": "x"}]], "function": []}
+    history = {"id": "live_irrelevance_5-1-0", "function": [], "question": [[{"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "hello"}, {"role": "user", "content": "x"}]]}
+    with open(tests, "a") as f:
+        f.write(json.dumps(broken) + "\n" + json.dumps(history) + "\n")
+    skipped = Counter()
+    cases = {c.id: c for c in read_bfcl([tests], [answers], skipped)}
+    assert "irrelevance_7" not in cases and "simple_python_0" in cases
+    (reason, n), = skipped.items()
+    assert n == 1 and reason.startswith(f"BFCL record irrelevance_7 ({tests.name} line 5)") and "'tool'" in reason
+    assert [m["role"] for m in cases["live_irrelevance_5-1-0"].messages] == ["user", "assistant", "user"]
 
 
 def test_cases_cli_writes_a_built_in_suite(tmp_path, capsys):
@@ -280,3 +313,19 @@ def test_cases_cli_writes_a_built_in_suite(tmp_path, capsys):
     assert len(cases) >= 60 and any(c.is_chain for c in cases)
     assert main(["eval", "cases", "--suite", "dispatch", "--answers", str(out), "--out", str(out)]) == 2
     assert "--answers goes with --format bfcl" in capsys.readouterr().err
+
+
+def test_bfcl_score_prints_bfcls_own_summary(tmp_path, examples, capsys):
+    tests, answers = bfcl_files(tmp_path, examples)
+    preds = tmp_path / "p.jsonl"
+    lines = [{"id": "simple_python_0", "text": "[calculate_triangle_area(base=10, height=5)]"},
+             {"id": "irrelevance_3", "text": "I cannot help with that."}]
+    preds.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["eval", "score", "--format", "bfcl", "--cases", str(tests), "--answers", str(answers),
+                 "--predictions", str(preds), "--out", str(tmp_path / "o"), "--no-wandb"]) == 0
+    out = capsys.readouterr().out
+    assert "BFCL v4, its own aggregation" in out and "simple_python 50.00%" in out  # simple_python_9 has no answer
+    assert "non-live    N/A" in out and "relevance   0.00%" in out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["bfcl"]["categories"]["irrelevance"] == {"accuracy": 1.0, "cases": 1}
+    assert "BFCL v4" in (tmp_path / "o" / "report.md").read_text()
