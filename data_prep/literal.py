@@ -5,6 +5,11 @@ syntax tree first, which made it the slowest step of `prep` on the ToolLLaMA fil
 text is JSON but for its quotes and `True`/`False`/`None`, so `python_literal` first rewrites those tokens and lets the
 C JSON decoder parse the result; anything the rewrite is not sure about (an escape JSON reads differently, a tuple, a
 trailing comma) fails that parse or is refused, and goes to `ast.literal_eval`, so both paths give the same values.
+
+Both paths end in the bounded JSON decode (`dispatchtune.bounded_json`), so a literal past its limits (nesting,
+integer digits, `1e999`, a lone surrogate) is no literal here. `ast` builds a node per value, several microseconds
+each, so it only reads texts of up to MAX_AST_CHARS; the rewrite is linear (an unclosed quote ends its match at the
+end of the line, so no quote is scanned twice).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import json
 import re
 from typing import Any
 
-NOT_LITERAL = object()
+from dispatchtune import bounded_json
 
-_TOKEN = re.compile(  # a single- or double-quoted string (loops unrolled: much faster in `re`), or a constant
-    r"""'([^'\\\n]*(?:\\.[^'\\\n]*)*)'|"([^"\\\n]*(?:\\.[^"\\\n]*)*)"|\b(True|False|None|true|false|null)\b""", re.S
+NOT_LITERAL = object()
+MAX_AST_CHARS = 1 << 16
+
+_TOKEN = re.compile(  # a single- or double-quoted string, closed or not (loops unrolled: much faster), or a constant
+    r"""'([^'\\\n]*(?:\\.[^'\\\n]*)*)'?|"([^"\\\n]*(?:\\.[^"\\\n]*)*)"?|\b(True|False|None|true|false|null)\b""", re.S
 )
 _CONSTANTS = {"True": "true", "False": "false", "None": "null"}
 _ESCAPE = re.compile(r"""\\(x[0-9a-fA-F]{2}|U[0-9a-fA-F]{8}|.)|\"""", re.S)
@@ -31,17 +39,21 @@ class _Unsure(ValueError):
 def python_literal(text: str) -> Any:
     """The literal as JSON values (tuples become lists), or NOT_LITERAL; sets, bytes and complex numbers are not."""
     try:
-        return json.loads(_TOKEN.sub(_token, text), parse_constant=_refuse)
-    except ValueError:  # JSONDecodeError or _Unsure
+        return bounded_json.loads(_TOKEN.sub(_token, text))
+    except ValueError:  # JSONDecodeError (a limit too) or _Unsure
         pass
+    if len(text) > MAX_AST_CHARS:
+        return NOT_LITERAL
     try:
-        return json.loads(json.dumps(ast.literal_eval(text.strip())))
+        return bounded_json.loads(json.dumps(ast.literal_eval(text.strip())))
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return NOT_LITERAL
 
 
 def _token(m: re.Match) -> str:
     body, which = m.group(m.lastindex), m.lastindex
+    if which != 3 and len(m.group()) != len(body) + 2:
+        raise _Unsure("a string that is never closed")
     if which == 3:
         if body not in _CONSTANTS:  # JSON's own spelling is no Python literal
             raise _Unsure(body)
@@ -64,7 +76,3 @@ def _escape(m: re.Match) -> str:
     if escape[0] == "U" and int(escape[1:], 16) <= 0x10FFFF:
         return json.dumps(chr(int(escape[1:], 16)))[1:-1]
     raise _Unsure(escape)  # octal, \a, \v, \N{...}, a line continuation, \/ ...: leave it to ast
-
-
-def _refuse(name: str):
-    raise _Unsure(name)  # NaN and Infinity are JSON extensions, not Python literals

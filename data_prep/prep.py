@@ -179,7 +179,7 @@ def _accept(item: Item, seen: dict, token_check, max_chars: int) -> tuple[str | 
     sample = item.sample
     try:
         validate(sample)
-        line, key = sample.encode()
+        line, key = sample.line_and_key()
         if len(line) > max_chars:
             raise Rejected("record_too_large", f"{len(line) / (1 << 20):.1f} MB once converted, over --max-record-mb")
         if key in seen:

@@ -184,7 +184,7 @@ def no_tool_calls(tmp_path) -> Path:
     path = tmp_path / "chat.jsonl"
     sample = Sample([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], [],
                     {"source": "chat.jsonl", "index": 0})
-    path.write_text(sample.encode()[0] + "\n")
+    path.write_text(sample.line_and_key()[0] + "\n")
     return path
 
 

@@ -159,14 +159,14 @@ def _datasets(recipe: Recipe, fmt, progress: bool):
     samples with an assistant turn), and the training set's counts."""
     train_path = data_file(recipe.data.train, "data.train")
     max_length = recipe.training.max_length
-    train_set, counts = encode(fmt, read_jsonl(train_path), max_length, "train", progress)
+    train_set, counts = tokenized_dataset(fmt, read_jsonl(train_path), max_length, "train", progress)
     if not counts.get("tool_calls"):
         raise UserError(f"{train_path} ({counts.get('samples', 0)} samples) holds no assistant tool calls, so nothing "
                         "would teach tool calling; check the inputs given to `dispatchtune prep` (see stats.json)")
     if recipe.training.eval_strategy == "no":
         return train_set, None, counts
     heldout_path = data_file(recipe.data.heldout, "data.heldout")
-    eval_set, eval_counts = encode(fmt, (s for s in read_jsonl(heldout_path) if s.has_assistant), max_length, "heldout",
+    eval_set, eval_counts = tokenized_dataset(fmt, (s for s in read_jsonl(heldout_path) if s.has_assistant), max_length, "heldout",
                                    progress)
     if not eval_counts:
         raise UserError(f"{heldout_path} has no sample with an assistant turn to measure eval loss on; "
@@ -255,7 +255,7 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def encode(fmt, samples, max_length: int | None, name: str, progress: bool):
+def tokenized_dataset(fmt, samples, max_length: int | None, name: str, progress: bool):
     """Tokenize samples with their assistant masks into a `datasets.Dataset`, checking each against max_length.
 
     A prompt (the tokens before a sample's first trained token) that fills max_length is an error: packing would

@@ -1,7 +1,6 @@
 """Readers: one module per input format, each turning raw records into `Sample`s or `Rejected`s.
 
-A reader module has
-- `NAME`: the `--format` value;
+A reader module, named by its `--format` value, has
 - `sniff(record) -> bool`: whether a raw record (the first of a file) is of this format;
 - `read(records, source) -> Iterator[Item]`: given `jsonstream.iter_records` output, one `Item` per record it holds
   (a container record such as a ToolEval file expands into many), so that read = accepted + rejected.
