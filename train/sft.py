@@ -32,6 +32,7 @@ from pathlib import Path
 from dispatchtune.data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
 
+from .checkpoints import last_complete_checkpoint
 from .config import Recipe, load_recipe
 
 LIBRARIES = ("dispatchtune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "wandb", "bitsandbytes")
@@ -94,7 +95,9 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
         "mask": {"method": fmt.method, "end_of_turn": fmt.end_of_turn},
         "data": {"train": {"path": recipe.data.train, "sha256": _sha256(Path(recipe.data.train)), **counts},
                  "heldout": _file_info(Path(recipe.data.heldout))},
-        "metrics": {"train_loss": result.metrics.get("train_loss"), "first_loss": losses[0] if losses else None,
+        "metrics": {"train_loss": whole_run_loss(trainer.state.log_history, _step_of(last_checkpoint),
+                                                 result.metrics.get("train_loss"), trainer.state.global_step),
+                    "first_loss": losses[0] if losses else None,
                     "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
                     "eval_loss": eval_losses[-1] if eval_losses else None,
                     "runtime_s": result.metrics.get("train_runtime"), "processes": state.num_processes},
@@ -287,23 +290,48 @@ def tokenized_dataset(fmt, samples, max_length: int | None, name: str, progress:
 
 
 def _check_outputs(recipe: Recipe, resume: bool | str, state) -> str | None:
-    """The checkpoint to resume from, if any; a finished run, or checkpoints without --resume, are refused.
+    """The checkpoint to resume from, if any: the last complete one (train/checkpoints.py), naming the incomplete
+    ones skipped; a finished run, or checkpoints without --resume, are refused.
     resume="auto": the last checkpoint where there is one, else a quiet start from step 0."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     if (recipe.dir / "run.json").exists():
         raise UserError(f"{recipe.dir} holds a finished run (run.json); set another run.dir or remove that one")
     out = Path(recipe.training.output_dir)
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if last and not resume:
-        raise UserError(f"{out} holds {Path(last).name} of an unfinished run; pass --resume to continue it, "
-                        "or remove the directory to start over")
+    last, skipped = last_complete_checkpoint(out, with_optimizer=not recipe.training.save_only_model)
+    if (last or skipped) and not resume:
+        raise UserError(f"{out} holds {(last and last.name) or skipped[0]} of an unfinished run; pass --resume to "
+                        "continue it, or remove the directory to start over")
+    if skipped and resume:
+        state.print(f"skipping incomplete checkpoints (a save that was cut short): {', '.join(skipped)}")
+    last = None if last is None else str(last)
     if last:
         state.print(f"resuming from {last}")
     elif resume and resume != "auto":
         state.print(f"--resume: no checkpoint in {out}; starting from step 0")
     recipe.dir.mkdir(parents=True, exist_ok=True)
     return last
+
+
+def whole_run_loss(log_history: list[dict], resumed_step: int, segment_loss: float | None, last_step: int):
+    """The mean loss per step over the whole run. Trainer's `train_loss` averages only the steps this process ran;
+    after a resume, the steps before it are in the log history the checkpoint restored, each logged `loss` the mean
+    since the log before, so they count by the steps they cover (steps between the last log and the checkpoint were
+    never logged and cannot count)."""
+    if not resumed_step:
+        return segment_loss
+    total = steps = previous = 0
+    for entry in log_history:
+        if "loss" in entry and previous < entry.get("step", 0) <= resumed_step:
+            total += entry["loss"] * (entry["step"] - previous)
+            steps += entry["step"] - previous
+            previous = entry["step"]
+    if segment_loss is not None and last_step > resumed_step:
+        total += segment_loss * (last_step - resumed_step)
+        steps += last_step - resumed_step
+    return total / steps if steps else segment_loss
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.rpartition("-")[2]) if checkpoint else 0
 
 
 def data_file(path: str, key: str) -> Path:
