@@ -74,10 +74,12 @@ class _TokenCheck:
         self.lengths: list[int] = []
 
     def __call__(self, sample: Sample) -> None:
+        from jinja2 import TemplateError
+
         try:
             ids = self.tok.apply_chat_template(sample.messages, tools=sample.tools or None, chat_template=self.template,
                                                tokenize=True, return_dict=False, **self.kwargs)
-        except Exception as e:  # jinja raises TemplateError and friends; the sample is the problem, not the run
+        except (TemplateError, TypeError, ValueError) as e:  # the template's refusal, or its operations on the data
             raise Rejected("template_error", f"{type(e).__name__}: {e}") from None
         if self.max_tokens and len(ids) > self.max_tokens:
             raise Rejected("too_long", f"{len(ids)} tokens, over --max-tokens {self.max_tokens}")
@@ -102,9 +104,24 @@ class _TokenCheck:
 
 
 def prep(cfg: PrepConfig) -> dict:
-    """Runs the whole stage; returns the stats it also writes to stats.json."""
+    """Runs the whole stage; returns the stats it also writes to stats.json. A failure (a full disk included)
+    leaves no temporary file behind."""
     _check_config(cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {cfg.out}: cannot make this directory ({e.strerror})") from None
+    temporaries = [cfg.out / f".{name}.tmp" for name in ("accepted.jsonl",) + OUTPUTS]
+    try:
+        return _prep(cfg)
+    except OSError as e:  # the inputs were checked, so this is writing: a full disk, permissions
+        raise UserError(f"cannot write {e.filename or cfg.out}: {e.strerror}") from None
+    finally:
+        for path in temporaries:
+            path.unlink(missing_ok=True)
+
+
+def _prep(cfg: PrepConfig) -> dict:
     tmp = {name: cfg.out / f".{name}.tmp" for name in OUTPUTS}
     accepted_tmp = cfg.out / ".accepted.jsonl.tmp"
     token_check = _TokenCheck(cfg.tokenizer, cfg.max_tokens, cfg.chat_format) \
@@ -156,6 +173,10 @@ def _check_config(cfg: PrepConfig) -> None:
     for p in cfg.inputs:
         if not p.is_file():
             raise UserError(f"input file not found: {p}")
+        try:
+            open(p, "rb").close()
+        except OSError as e:
+            raise UserError(f"cannot read the input file {p}: {e.strerror}") from None
     if cfg.format != "auto" and cfg.format not in FORMATS:
         raise UserError(f"unknown format {cfg.format!r}; choose one of auto, {', '.join(FORMATS)}")
     if cfg.split_by not in SPLIT_BY:

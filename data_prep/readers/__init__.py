@@ -58,10 +58,6 @@ def convert_one(convert: Callable[[Any], Sample], record: Any, source: str, inde
         sample = convert(record)
     except Rejected as r:
         return Item(source, index, rejected=r, record_id=record_id)
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
-        # A record of the wrong shape: name what broke rather than crash the run.
-        detail = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
-        return Item(source, index, rejected=Rejected("bad_shape", detail), record_id=record_id)
     sample.meta.setdefault("source", source)
     sample.meta.setdefault("index", index)
     return Item(source, index, sample=sample, record_id=record_id or sample.meta.get("id"))
