@@ -32,6 +32,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _WS = re.compile(r"[ \t\r\n]*")
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_BLOCK = 1 << 16
 
 
 class JSONLimitError(json.JSONDecodeError):
@@ -149,19 +150,22 @@ def _check_strings(value: Any, text: str, pos: int, end: int) -> None:
 
 def _value_end(text: str, pos: int) -> int | None:
     """Where the array or object at `pos` ends, or None: brackets matched outside strings, without recursion and at
-    C speed (stretches between strings that cannot hold the end are only counted)."""
+    C speed (blocks between strings that cannot hold the end are only counted)."""
     depth, i, n = 1, pos + 1, len(text)
     while True:
         quote = text.find('"', i)
         stop = n if quote < 0 else quote
-        closes = text.count("]", i, stop) + text.count("}", i, stop)
-        if closes >= depth:  # the value may end in this stretch: follow the depth through it
-            running = itertools.accumulate(map(_DEPTH_STEP.get, text[i:stop], itertools.repeat(0)), initial=depth)
-            try:
-                return i + operator.indexOf(running, 0)
-            except ValueError:
-                pass
-        depth += text.count("[", i, stop) + text.count("{", i, stop) - closes
+        for block in range(i, stop, _BLOCK):
+            end = min(block + _BLOCK, stop)
+            closes = text.count("]", block, end) + text.count("}", block, end)
+            if closes >= depth:  # the value may end in this block: follow the depth through it
+                running = itertools.accumulate(map(_DEPTH_STEP.get, text[block:end], itertools.repeat(0)),
+                                               initial=depth)
+                try:
+                    return block + operator.indexOf(running, 0)
+                except ValueError:
+                    pass
+            depth += text.count("[", block, end) + text.count("{", block, end) - closes
         string = _STRING.match(text, quote) if quote >= 0 else None
         if string is None:
             return None

@@ -44,6 +44,7 @@ _TAG = re.compile(r"</?tool_call>")
 _BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 _JSON_START = re.compile(r"\{|\[\s*[{\]]")  # an object, a list of objects, or []
 _PY_CALL = re.compile(r"\[?\s*[A-Za-z_][\w.]*\(")  # `name(`, no space: a call expression (or a list of them)
+_REACT = re.compile(r"^Action:[ \t]*(\S[^\n]*)\nAction Input:[ \t]*", re.M)
 
 
 def parse_output(text: str, tokenizer=None, prefix: str = "", *, tools: list[dict] | None = None) -> Parsed:
@@ -226,23 +227,11 @@ def _dotted(node) -> str | None:
 
 def _react_action(text: str) -> tuple[str, str] | None:
     """Name and input of the first line `Action: name` (name not blank) followed by a line `Action Input: ...` (the
-    input runs to the end of the text); found with `str.find`, so linear in the text."""
-    pos = 0 if text.startswith("Action:") else _line_after(text, "\nAction:", 0)
-    while pos >= 0:
-        end = text.find("\n", pos)
-        if end < 0:
-            return None
-        name = text[pos + len("Action:") : end].strip(" \t")
-        if name[:1].strip() and text.startswith("Action Input:", end + 1):
-            return name, text[end + 1 + len("Action Input:") :].lstrip(" \t")
-        pos = _line_after(text, "\nAction:", end)
+    input runs to the end of the text). The name is taken greedily to its line's end and trimmed after: a lazy name
+    followed by optional blanks rescanned each line's blanks at every character."""
+    if m := _REACT.search(text):
+        return m.group(1).rstrip(" \t"), text[m.end():]
     return None
-
-
-def _line_after(text: str, marker: str, pos: int) -> int:
-    """Where the line that `marker` (a newline and a prefix) starts begins, from `pos` on; -1 when none."""
-    i = text.find(marker, pos)
-    return i + 1 if i >= 0 else -1
 
 
 def _react(name: str, arguments: str) -> Parsed:
