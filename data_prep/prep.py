@@ -77,10 +77,12 @@ class _TokenCheck:
         self.lengths: list[int] = []
 
     def __call__(self, sample: Sample) -> None:
+        from jinja2 import TemplateError
+
         try:
             ids = self.tok.apply_chat_template(sample.messages, tools=sample.tools or None, chat_template=self.template,
                                                tokenize=True, return_dict=False, **self.kwargs)
-        except Exception as e:  # jinja raises TemplateError and friends; the sample is the problem, not the run
+        except (TemplateError, TypeError, ValueError) as e:  # the template's refusal, or its operations on the data
             raise Rejected("template_error", f"{type(e).__name__}: {e}") from None
         if self.max_tokens and len(ids) > self.max_tokens:
             raise Rejected("too_long", f"{len(ids)} tokens, over --max-tokens {self.max_tokens}")
@@ -105,13 +107,21 @@ class _TokenCheck:
 
 
 def prep(cfg: PrepConfig) -> dict:
-    """Runs the whole stage; returns the stats it also writes to stats.json."""
+    """Runs the whole stage; returns the stats it also writes to stats.json. A failure (a full disk included)
+    leaves no temporary file behind."""
     _check_config(cfg)
-    with ExitStack() as stack:  # accepted.jsonl: the accepted samples before the split, never committed
-        tmp = {name: stack.enter_context(staging(cfg.out / name)) for name in (*OUTPUTS, "accepted.jsonl")}
-        stats = _write(cfg, tmp)
-        for name in OUTPUTS:  # stats.json last: its presence marks the stage complete
-            commit(tmp[name], cfg.out / name)
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {cfg.out}: cannot make this directory ({e.strerror})") from None
+    try:
+        with ExitStack() as stack:  # accepted.jsonl: the accepted samples before the split, never committed
+            tmp = {name: stack.enter_context(staging(cfg.out / name)) for name in (*OUTPUTS, "accepted.jsonl")}
+            stats = _write(cfg, tmp)
+            for name in OUTPUTS:  # stats.json last: its presence marks the stage complete
+                commit(tmp[name], cfg.out / name)
+    except OSError as e:  # the inputs were checked, so this is writing: a full disk, permissions
+        raise UserError(f"cannot write {e.filename or cfg.out}: {e.strerror}") from None
     return stats
 
 
@@ -187,6 +197,10 @@ def _check_config(cfg: PrepConfig) -> None:
     for p in cfg.inputs:
         if not p.is_file():
             raise UserError(f"input file not found: {p}")
+        try:
+            open(p, "rb").close()
+        except OSError as e:
+            raise UserError(f"cannot read the input file {p}: {e.strerror}") from None
     if cfg.format != "auto" and cfg.format not in FORMATS:
         raise UserError(f"unknown format {cfg.format!r}; choose one of auto, {', '.join(FORMATS)}")
     if cfg.split_by not in SPLIT_BY:
@@ -212,7 +226,7 @@ def _accept(item: Item, seen: dict, token_check, max_chars: int) -> tuple[str | 
     sample = item.sample
     try:
         validate(sample)
-        line, key = sample.encode()
+        line, key = sample.line_and_key()
         if len(line) > max_chars:
             raise Rejected("record_too_large", f"{len(line) / (1 << 20):.1f} MB once converted, over --max-record-mb")
         if key in seen:

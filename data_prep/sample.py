@@ -12,6 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from dispatchtune import bounded_json
+from dispatchtune.bounded_json import JSONLimitError
+
 from .literal import NOT_LITERAL, python_literal
 
 # Keys every sample's meta carries (None where unknown), so a `datasets` column keeps one type.
@@ -34,6 +37,8 @@ class Rejected(Exception):
 REASONS = {
     "not_json": "the file or record is not valid JSON",
     "truncated_json": "the file ends in the middle of a record",
+    "json_limit": "JSON past the reader's limits: nested over 100 levels, an integer over 1,000 digits, NaN, Infinity "
+                  "or a number beyond a double, a lone surrogate escape",
     "invalid_utf8": "the record holds bytes that are not valid UTF-8",
     "record_too_large": "the record is larger than --max-record-mb",
     "bad_shape": "a field is missing or of the wrong type for the format",
@@ -63,7 +68,9 @@ def parse_arguments(arguments: Any, field: str = "arguments") -> dict:
         return arguments
     if isinstance(arguments, str):
         try:
-            value = json.loads(arguments) if arguments.strip() else {}
+            value = bounded_json.loads(arguments) if arguments.strip() else {}
+        except JSONLimitError as e:
+            raise Rejected("bad_arguments", e.msg, field) from None
         except json.JSONDecodeError as e:
             reason = "bad_arguments" if python_literal(arguments) is NOT_LITERAL else "python_repr"
             raise Rejected(reason, f"not JSON ({e.msg} at char {e.pos}): {arguments[:80]!r}", field) from None
@@ -154,7 +161,7 @@ class Sample:
     def from_record(cls, record: dict) -> "Sample":
         """Inverse of `to_record`; also drops the None fields `datasets` adds when it unifies message structs."""
         tools = record.get("tools") or []
-        tools = json.loads(tools) if isinstance(tools, str) else tools
+        tools = bounded_json.loads(tools) if isinstance(tools, str) else tools
         messages = []
         for m in record["messages"]:
             m = {k: v for k, v in m.items() if v is not None or k == "content"}
@@ -168,7 +175,7 @@ class Sample:
             messages.append(m)
         return cls(messages, tools, dict(record.get("meta") or {}))
 
-    def encode(self) -> tuple[str, str]:
+    def line_and_key(self) -> tuple[str, str]:
         """The JSON line of `to_record`, and a hash of its messages and tools (not meta): equal hashes are exact
         duplicates. One serialisation gives both, since prep needs both for every sample."""
         record = self.to_record()

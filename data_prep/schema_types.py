@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from dispatchtune.bounded_json import MAX_DEPTH
+
 _JSON_TYPES = {
     **dict.fromkeys(("str", "string", "char"), "string"),
     **dict.fromkeys(("int", "integer", "long", "short", "byte", "bigint"), "integer"),
@@ -57,7 +59,7 @@ def xlam_parameters(params: dict) -> dict:
             raise ValueError(f"parameter {name!r} is a {type(spec).__name__}, not an object")
         annotation = spec.get("type", "")
         optional = isinstance(annotation, str) and bool(_OPTIONAL_SUFFIX.search(annotation))
-        prop = python_type(_OPTIONAL_SUFFIX.sub("", annotation)) if isinstance(annotation, str) else {}
+        prop = annotation_schema(_OPTIONAL_SUFFIX.sub("", annotation)) if isinstance(annotation, str) else {}
         prop.update({k: v for k, v in spec.items() if k != "type"})
         properties[name] = prop
         if not optional and "default" not in spec:
@@ -65,22 +67,25 @@ def xlam_parameters(params: dict) -> dict:
     return {"type": "object", "properties": properties, "required": required}
 
 
-def python_type(annotation: str) -> dict:
-    """A Python annotation as a schema: `List[int]` -> array of integer, `Optional[str]` -> string or null."""
+def annotation_schema(annotation: str) -> dict:
+    """A Python annotation as a schema: `List[int]` -> array of integer, `Optional[str]` -> string or null.
+    Raises ValueError for an annotation nested deeper than JSON may be (MAX_DEPTH)."""
     text = annotation.replace(" ", "").replace(",...]", "]")  # `Tuple[int, ...]` is `Tuple[int]` here
     schema, end = _parse(text, 0)
     return schema if end == len(text) else {}  # text the grammar does not cover: constrain nothing
 
 
-def _parse(text: str, pos: int) -> tuple[dict, int]:
+def _parse(text: str, pos: int, depth: int = 0) -> tuple[dict, int]:
     """Parses `Name[arg, ...] | ...` from `pos`; returns the schema and the position after it."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"a type annotation nested more than {MAX_DEPTH} levels deep")
     members = []
     while True:
         m = _NAME.match(text, pos)
         name, pos, args = m.group(), m.end(), []
         if text[pos : pos + 1] == "[":
             while True:
-                arg, pos = _parse(text, pos + 1)
+                arg, pos = _parse(text, pos + 1, depth + 1)
                 args.append(arg)
                 if text[pos : pos + 1] != ",":
                     break

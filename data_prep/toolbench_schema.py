@@ -34,7 +34,7 @@ _SERVICE = re.compile(r'This is the subfunction for tool "([^"]+)"')
 _GROUP = re.compile(r"(?<![A-Za-z0-9])(G[123](?:_(?:instruction|category|tool))?)(?![A-Za-z0-9])")
 
 
-def standardize(name: str) -> str:
+def toolbench_name(name: str) -> str:
     """A tool, API or parameter name as ToolBench writes it in function names (`1 Day / Chart` -> `get_1_day_chart`)."""
     name = _UNDERSCORES.sub("_", _NOT_NAME.sub("_", name)).lower().strip("_")
     if name[:1].isdigit():
@@ -43,7 +43,7 @@ def standardize(name: str) -> str:
 
 
 def function_name(api_name: str, tool_name: str) -> str:
-    return f"{standardize(api_name)}_for_{standardize(tool_name)}"[-NAME_MAX:]
+    return f"{toolbench_name(api_name)}_for_{toolbench_name(tool_name)}"[-NAME_MAX:]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -57,7 +57,7 @@ def service_of(description: str) -> str | None:
 
 def api_tool(api: Any, field: str) -> dict:
     """A query file's `api_list` entry as a tool, with ToolBench's function name, description text and schema."""
-    tool = standardize(need(api, "tool_name", str, field))
+    tool = toolbench_name(need(api, "tool_name", str, field))
     api_name = need(api, "api_name", str, field)
     name = function_name(api_name, tool)
     description = SERVICE_INTRO.format(tool)
@@ -68,7 +68,7 @@ def api_tool(api: Any, field: str) -> dict:
     for key in ("required_parameters", "optional_parameters"):
         for k, param in enumerate(need(api, key, list, field)):
             at = f"{field}.{key}[{k}]"
-            pname = standardize(need(param, "name", str, at))
+            pname = toolbench_name(need(param, "name", str, at))
             properties[pname] = {
                 "type": TYPES.get(param.get("type"), "string"),
                 "description": str(param.get("description") or "")[:DESCRIPTION_MAX],

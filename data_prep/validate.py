@@ -39,8 +39,32 @@ def _check_tools(tools) -> dict[str, dict]:
             raise Rejected("bad_tools", "parameters must be a JSON schema of type object", f"{field}.parameters")
         if name in schemas:
             raise Rejected("bad_tools", f"the tool {name!r} is listed twice", field)
+        _check_schema(params, f"{field}.function.parameters")
         schemas[name] = params
     return schemas
+
+
+def _check_schema(schema: dict, field: str) -> None:
+    """The keywords `validate_value` reads have the shapes JSON Schema gives them, at every level: `properties` an
+    object, `required` a list of names, `type` a name or a list of names, `enum` a list. (Other keywords, and
+    subschemas that are not objects, constrain nothing here.)"""
+    props = schema.get("properties", {})
+    if not isinstance(props, dict):
+        raise Rejected("bad_tools", f"properties must be an object, got {type(props).__name__}", f"{field}.properties")
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise Rejected("bad_tools", "required must be a list of parameter names", f"{field}.required")
+    kind = schema.get("type")
+    if kind is not None and not isinstance(kind, str) and not (
+            isinstance(kind, list) and all(isinstance(k, str) for k in kind)):
+        raise Rejected("bad_tools", "type must be a type name or a list of them", f"{field}.type")
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        raise Rejected("bad_tools", f"enum must be a list, got {type(schema['enum']).__name__}", f"{field}.enum")
+    for key, sub in props.items():
+        if isinstance(sub, dict):
+            _check_schema(sub, f"{field}.properties.{key}")
+    if isinstance(schema.get("items"), dict):
+        _check_schema(schema["items"], f"{field}.items")
 
 
 def _check_messages(messages, schemas: dict[str, dict]) -> None:
@@ -99,10 +123,10 @@ def _check_result(m: dict, pending: dict[str, str], field: str) -> None:
 def _check_call(call: ToolCall, schemas: dict[str, dict], field: str) -> None:
     if call.name not in schemas:
         raise Rejected("unknown_tool", f"{call.name!r} is not among the tools", f"{field}.function.name")
-    check_value(call.arguments, schemas[call.name], f"{field}.function.arguments")
+    validate_value(call.arguments, schemas[call.name], f"{field}.function.arguments")
 
 
-def check_value(value, schema: dict, field: str) -> None:
+def validate_value(value, schema: dict, field: str) -> None:
     """Required keys present, declared types right, enums respected, recursively; undeclared keys are refused."""
     if not isinstance(schema, dict):
         return
@@ -112,19 +136,19 @@ def check_value(value, schema: dict, field: str) -> None:
         raise Rejected("schema_violation", f"{value!r:.60} is not of type {'/'.join(types)}", field)
     if "enum" in schema and isinstance(schema["enum"], list) and value not in schema["enum"]:
         raise Rejected("schema_violation", f"{value!r:.60} is not one of {schema['enum']!r:.120}", field)
-    if isinstance(value, dict) and ("properties" in schema or "required" in schema):
+    if isinstance(value, dict) and ("properties" in schema or "required" in schema):  # shapes: see _check_schema
         props = schema.get("properties") or {}
         for key in schema.get("required") or []:
             if key not in value:
                 raise Rejected("schema_violation", f"the required argument {key!r} is missing", field)
         for key, v in value.items():
             if key in props:
-                check_value(v, props[key], f"{field}.{key}")
+                validate_value(v, props[key], f"{field}.{key}")
             elif not schema.get("additionalProperties", False):
                 raise Rejected("schema_violation", f"{key!r} is not a parameter of the tool", f"{field}.{key}")
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for k, v in enumerate(value):
-            check_value(v, schema["items"], f"{field}[{k}]")
+            validate_value(v, schema["items"], f"{field}[{k}]")
 
 
 def _is_type(value, name) -> bool:

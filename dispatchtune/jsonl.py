@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .bounded_json import loads as bounded_loads
 from .errors import UserError
 
 
-def json_lines(path: str | Path, loads: Callable[[str], Any] = json.loads) -> Iterator[tuple[int, Any]]:
-    """(line number, value) for each non-blank line, decoded by `loads` (`orjson.loads`, whose error is a
-    json.JSONDecodeError too, or a function that reports a bad line rather than raising)."""
+def json_lines(path: str | Path, loads: Callable[[str], Any] = bounded_loads) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line, decoded by `loads` (the bounded decode, exact or fast, whose
+    errors are json.JSONDecodeErrors, or a function that reports a bad line rather than raising)."""
     try:
         f = open(path, encoding="utf-8")
     except OSError as e:

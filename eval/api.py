@@ -87,7 +87,10 @@ def score_predictions(cases: Path, predictions: Path, out: Path, *, fmt: str = "
 def score_files(cases_path: Path, predictions_path: Path, out: Path, fmt: str = "cases",
                 answers: list[Path] = (), meta: dict | None = None, tokenizer=None) -> dict:
     """Scores a predictions file; writes cases.jsonl and the report files into `out`; returns the report."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot make this directory ({e.strerror})") from None
     if (out / "cases.jsonl").resolve() == Path(cases_path).resolve():
         raise UserError(f"--out {out} would overwrite the cases file {cases_path}; score into another directory")
     with staging(out / "cases.jsonl") as tmp:

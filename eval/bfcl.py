@@ -88,7 +88,7 @@ def check_call(schema: dict | None, call: ToolCall, name: str, expected: dict[st
             return f"{name}: unexpected argument {param!r} (not in the tool's schema)"
         if param not in expected:
             return f"{name}: unexpected argument {param!r} (not in the expected call)"
-        problem = check_value(param, value, props[param], expected[param])
+        problem = value_problem(param, value, props[param], expected[param])
         if problem:
             return f"{name}: {problem}"
     for param, options in expected.items():
@@ -97,10 +97,10 @@ def check_call(schema: dict | None, call: ToolCall, name: str, expected: dict[st
     return None
 
 
-def check_value(param: str, value: Any, schema: Any, options: list) -> str | None:
+def value_problem(param: str, value: Any, schema: Any, options: list) -> str | None:
     """Why a value is not acceptable for a parameter of this schema, or None."""
-    want = python_type(schema)
-    nested = python_type(schema["items"]) if want is list and isinstance(schema.get("items"), dict) else None
+    want = schema_python_type(schema)
+    nested = schema_python_type(schema["items"]) if want is list and isinstance(schema.get("items"), dict) else None
     if want is float and type(value) is int:
         value = float(value)
     ok, variable = _type_ok(value, options, want, nested)
@@ -113,7 +113,7 @@ def check_value(param: str, value: Any, schema: Any, options: list) -> str | Non
     elif want is list and nested is dict:
         match = _dicts_match(value, options)
     elif want is str:
-        match = standardize(value) in [standardize(o) for o in options if type(o) is str]
+        match = bfcl_normalized(value) in [bfcl_normalized(o) for o in options if type(o) is str]
     elif want is list:
         match = _std_list(value) in [_std_list(o) for o in options if isinstance(o, (list, str))]
     else:
@@ -124,11 +124,11 @@ def check_value(param: str, value: Any, schema: Any, options: list) -> str | Non
 def literal(option: Any, schema: Any) -> Any:
     """The value an answer option stands for: an object parameter's option (`{key: [values]}`, BFCL's form) as its
     first values, keys whose first value is `""` left out; likewise each object in an array of objects."""
-    want = python_type(schema)
+    want = schema_python_type(schema)
     items = schema.get("items") if want is list and isinstance(schema, dict) else None
     if want is dict and isinstance(option, dict):
         return _first_values(option)
-    if want is list and python_type(items) is dict and isinstance(option, list) \
+    if want is list and schema_python_type(items) is dict and isinstance(option, list) \
             and all(isinstance(o, dict) for o in option):
         return [_first_values(o) for o in option]
     return option
@@ -140,7 +140,7 @@ def _first_values(option: dict) -> dict:
     return {k: v[0] for k, v in option.items() if v and v[0] != ""}
 
 
-def python_type(schema: Any) -> type:
+def schema_python_type(schema: Any) -> type:
     """The Python type BFCL checks a value of this schema against (`any`, or a type it cannot name: `str`)."""
     kind = schema.get("type") if type(schema) is dict else None
     if type(kind) is not str:  # none (`any`), or a list of types (`["string", "null"]`): BFCL knows neither
@@ -149,7 +149,7 @@ def python_type(schema: Any) -> type:
 
 
 @lru_cache(maxsize=1 << 16)  # expected values recur across calls and cases; scoring speed is mostly this
-def standardize(text: str) -> str:
+def bfcl_normalized(text: str) -> str:
     """BFCL's string normalisation: `April 1, 2024` and `april 1 2024` compare equal."""
     return _IGNORED.sub("", text).lower().replace("'", '"')
 
@@ -172,7 +172,7 @@ def _type_ok(value: Any, options: list, want: type, nested: type | None) -> tupl
 
 
 def _std(value: Any) -> Any:
-    return standardize(value) if type(value) is str else value
+    return bfcl_normalized(value) if type(value) is str else value
 
 
 def _std_list(values) -> list:

@@ -94,6 +94,8 @@ def run_cases(args: argparse.Namespace) -> int:
     skipped: Counter = Counter()
     if args.answers and args.format != "bfcl":
         raise UserError("--answers goes with --format bfcl")
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a directory; give the cases file to write (e.g. {args.out}/cases.jsonl)")
     if args.suite:
         cases = SUITES[args.suite]()
     elif args.format == "bfcl":

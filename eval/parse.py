@@ -22,6 +22,10 @@ no other keys. A leading `<think>...</think>` block is reasoning, not output. Ma
 stray `<tool_call>` tag, a body that is neither JSON nor a literal, arguments that are not an object, a call with
 other keys, an output shaped like JSON or a call expression that does not parse as one; and with a template's parser,
 whatever it refuses and any call (or broken call) in a format other than the template's.
+
+Model text is hostile input like any dataset record: JSON goes through the bounded decode (`bounded_json`: nesting,
+integer digits, NaN/Infinity, lone surrogates), Python syntax is parsed only up to `MAX_AST_CHARS`, and every scan is
+linear in the text, so one output can only be malformed, never stop the scoring of the others.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import ast
 import json
 import re
 
-from dispatchtune.data_prep.literal import NOT_LITERAL, python_literal
+from dispatchtune import bounded_json
+from dispatchtune.data_prep.literal import MAX_AST_CHARS, NOT_LITERAL, python_literal
 from dispatchtune.data_prep.sample import ToolCall
 
 Parsed = tuple[list[ToolCall] | None, str | None]
@@ -39,7 +44,7 @@ _TAG = re.compile(r"</?tool_call>")
 _BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 _JSON_START = re.compile(r"\{|\[\s*[{\]]")  # an object, a list of objects, or []
 _PY_CALL = re.compile(r"\[?\s*[A-Za-z_][\w.]*\(")  # `name(`, no space: a call expression (or a list of them)
-_REACT = re.compile(r"^Action:[ \t]*(\S[^\n]*?)[ \t]*\nAction Input:[ \t]*(.*)", re.M | re.S)
+_REACT = re.compile(r"^Action:[ \t]*(\S[^\n]*)\nAction Input:[ \t]*", re.M)
 
 
 def parse_output(text: str, tokenizer=None, prefix: str = "", *, tools: list[dict] | None = None) -> Parsed:
@@ -64,13 +69,13 @@ def _by_shape(text: str, prefix: str = "") -> Parsed:
     body = text.strip()
     if _JSON_START.match(body):
         try:
-            return _json_calls(json.loads(body))
+            return _json_calls(bounded_json.loads(body))
         except json.JSONDecodeError as e:
             return None, f"not JSON ({e.msg} at char {e.pos})"
     if _PY_CALL.match(body):
         return _python_calls(body)
-    if match := _REACT.search(text):
-        return _react(*match.groups())
+    if action := _react_action(text):
+        return _react(*action)
     if re.search(r"^Action:", text, re.M):
         return None, "an Action: line without an Action Input: line after it"
     return [], None
@@ -97,10 +102,14 @@ def _by_template(text: str, tokenizer, prefix: str, tools: list[dict] | None) ->
         text += eos
     try:
         message = tokenizer.parse_response(text, prefix=prefix, tools=tools)
-    except ValueError as e:
-        return None, f"the chat template's parser refuses it: {str(e).splitlines()[0]}"
+    except (ValueError, RecursionError) as e:  # RecursionError: its own JSON decode of a deeply nested call
+        return None, f"the chat template's parser refuses it: {(str(e).splitlines() or [type(e).__name__])[0]}"
     calls = []
     for raw in message.get("tool_calls") or []:
+        try:  # the template parser's own JSON decode has none of our limits
+            raw = bounded_json.loads(json.dumps(raw))
+        except (ValueError, RecursionError) as e:
+            return None, f"a call past the JSON limits: {getattr(e, 'msg', type(e).__name__)}"
         call, problem = _call(raw.get("function") if isinstance(raw, dict) else raw, ("arguments",))
         if problem:
             return None, problem
@@ -139,7 +148,9 @@ def _hermes(text: str) -> Parsed:
     for body in _BLOCK.findall(text):
         body = body.strip()
         try:
-            value = json.loads(body)
+            value = bounded_json.loads(body)
+        except bounded_json.JSONLimitError as e:
+            return None, f"a <tool_call> body past the JSON limits: {e.msg}"
         except json.JSONDecodeError as e:
             value = python_literal(body)
             if value is NOT_LITERAL:
@@ -180,6 +191,8 @@ def _call(obj, argument_keys: tuple[str, ...]) -> tuple[ToolCall | None, str | N
 
 def _python_calls(text: str) -> Parsed:
     """`f(a=1)` or `[f(a=1), g()]`: read with `ast`, every argument a literal; nothing is evaluated."""
+    if len(text) > MAX_AST_CHARS:
+        return None, f"a call expression of {len(text):,} characters, over the {MAX_AST_CHARS:,} read as Python"
     try:
         tree = ast.parse(text, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
@@ -197,8 +210,8 @@ def _python_calls(text: str) -> Parsed:
         arguments = {}
         for k in node.keywords:
             try:  # literal_eval of a node only reads constants; JSON round trip: tuples -> lists, no sets or bytes
-                arguments[k.arg] = json.loads(json.dumps(ast.literal_eval(k.value)))
-            except (ValueError, TypeError, SyntaxError, RecursionError):
+                arguments[k.arg] = bounded_json.loads(json.dumps(ast.literal_eval(k.value)))
+            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
                 return None, f"the argument {k.arg!r} of {name!r} is not a literal: {ast.unparse(k.value)[:40]!r}"
         calls.append(ToolCall(name, arguments))
     return calls, None
@@ -212,9 +225,18 @@ def _dotted(node) -> str | None:
     return None
 
 
+def _react_action(text: str) -> tuple[str, str] | None:
+    """Name and input of the first line `Action: name` (name not blank) followed by a line `Action Input: ...` (the
+    input runs to the end of the text). The name is taken greedily to its line's end and trimmed after: a lazy name
+    followed by optional blanks rescanned each line's blanks at every character."""
+    if m := _REACT.search(text):
+        return m.group(1).rstrip(" \t"), text[m.end():]
+    return None
+
+
 def _react(name: str, arguments: str) -> Parsed:
     try:
-        value = json.loads(arguments.strip() or "{}")
+        value = bounded_json.loads(arguments.strip() or "{}")
     except json.JSONDecodeError as e:
         return None, f"an Action Input that is not JSON ({e.msg} at char {e.pos})"
     call, problem = _call({"name": name, "arguments": value}, ("arguments",))

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from dispatchtune.data_prep.sample import Rejected, ToolCall
-from dispatchtune.data_prep.validate import check_value
+from dispatchtune.data_prep.validate import validate_value
 from dispatchtune.eval.bfcl import literal
 from dispatchtune.eval.records import tool_index
 from dispatchtune.eval.records import Case, Prediction
@@ -69,7 +69,7 @@ def check_option(value, schema: dict, field: str) -> None:
             check_option(item, schema["items"], f"{field}[{k}]")
     else:
         try:
-            check_value(value, schema, field)
+            validate_value(value, schema, field)
         except Rejected as e:
             pytest.fail(f"{e.field}: {e.message}")
 

@@ -74,3 +74,19 @@ def test_large_record_streams_through(tmp_path, small_chunks):
     monkey_big = {"blob": "x" * (3 << 20)}
     p = _write(tmp_path, json.dumps([{"a": 1}, monkey_big, {"a": 2}]).encode())
     assert [r for _, r in iter_records(p)] == [{"a": 1}, monkey_big, {"a": 2}]
+
+
+def test_lines_after_a_long_first_array_line_are_records_too(tmp_path, monkeypatch):
+    """JSON Lines whose first line, an array, is longer than the head looked at: it streams as an array, and the
+    lines after its closing bracket are read as records, not dropped."""
+    monkeypatch.setattr(jsonstream, "CHUNK", 5)
+    p = _write(tmp_path, b'[{"a": 1}, {"a": 2}]\n{"b": 1}\nnot json\n', "f.jsonl")
+    out = list(iter_records(p))
+    assert [i for i, _ in out] == [0, 1, 2, 3]
+    assert [r for _, r in out[:3]] == [{"a": 1}, {"a": 2}, {"b": 1}] and out[3][1].reason == "not_json"
+
+
+def test_byte_order_mark_and_a_broken_first_line(tmp_path):
+    p = _write(tmp_path, b'\xef\xbb\xbf{"a": \n{"a": 2}\n{"a": 3}\n', "f.jsonl")
+    out = list(iter_records(p))
+    assert out[0][1].reason == "not_json" and [r for _, r in out[1:]] == [{"a": 2}, {"a": 3}]

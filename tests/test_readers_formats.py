@@ -11,7 +11,7 @@ import pytest
 
 from dispatchtune.data_prep.readers import FORMATS, read_file, reader
 from dispatchtune.data_prep.sample import Rejected
-from dispatchtune.data_prep.schema_types import gorilla_schema, python_type, xlam_parameters
+from dispatchtune.data_prep.schema_types import annotation_schema, gorilla_schema, xlam_parameters
 from dispatchtune.data_prep.validate import validate
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "formats" / "examples.json"
@@ -112,9 +112,9 @@ def test_xlam_parameter_notation():
         "name": {"type": "string", "default": ""},
     }
     assert schema["required"] == ["ids", "opts", "ratio"]
-    assert python_type("Optional[str]") == {"type": ["string", "null"]}
-    assert python_type("Tuple[float, ...]") == {"type": "array", "items": {"type": "number"}}
-    assert python_type("Callable") == {}
+    assert annotation_schema("Optional[str]") == {"type": ["string", "null"]}
+    assert annotation_schema("Tuple[float, ...]") == {"type": "array", "items": {"type": "number"}}
+    assert annotation_schema("Callable") == {}
 
 
 def test_glaive(examples, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from dispatchtune.data_prep.readers import detect, read_file
 from dispatchtune.data_prep.readers.toolllama import _legacy
 from dispatchtune.data_prep.sample import Rejected
-from dispatchtune.data_prep.toolbench_schema import FINISH, function_name, standardize
+from dispatchtune.data_prep.toolbench_schema import FINISH, function_name, toolbench_name
 from dispatchtune.data_prep.validate import validate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -150,14 +150,14 @@ def test_query_tools_are_the_answer_files_functions(items):
         "newssearch_for_web_search"]
 
 
-def test_standardize():
+def test_toolbench_name():
     assert function_name("IEX Regulation SHO Threshold Securities List", "Investors Exchange (IEX) Trading") == \
         "sho_threshold_securities_list_for_investors_exchange_iex_trading"  # the last 64 characters
     assert function_name("/v4/sports/{sport}/odds", "Live Sports Odds") == "v4_sports_sport_odds_for_live_sports_odds"
     assert function_name("Retorna dados do Endereço através do CEP", "CEP Brazil") == \
         "retorna_dados_do_endere_o_atrav_s_do_cep_for_cep_brazil"
     names = ("id", "From", "1 Day", "page--Size ")
-    assert [standardize(n) for n in names] == ["is_id", "is_from", "get_1_day", "page_size"]
+    assert [toolbench_name(n) for n in names] == ["is_id", "is_from", "get_1_day", "page_size"]
 
 
 def test_react_turn_with_multiline_thought_and_input():

@@ -168,6 +168,30 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path, capsys):
     assert state["global_step"] == 10 and [e["step"] for e in state["log_history"] if "loss" in e] == list(range(1, 11))
 
 
+def test_resume_skips_checkpoints_a_kill_cut_short(data, tmp_path, capsys):
+    """A kill or a full disk during a save leaves checkpoints without trainer_state.json (the Trainer writes it
+    last) or with a weights file cut short: --resume continues from the last complete one, names the others, and
+    run.json's train_loss covers the whole run, not only the resumed steps."""
+    args = overrides(tmp_path / "run", data, "training.num_train_epochs=2", "training.save_steps=1")
+    script = tmp_path / "kill.py"
+    script.write_text(KILL)
+    killed = subprocess.run([sys.executable, str(script), TINY, *args], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    assert killed.returncode == 1, killed.stderr[-3000:]
+    checkpoints = tmp_path / "run/checkpoints"
+    weights = checkpoints / "checkpoint-3/adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a partially written file
+    (checkpoints / "checkpoint-2/trainer_state.json").unlink()  # killed before the save's last file
+
+    info = train(load_recipe(TINY, args), resume=True)
+    out = capsys.readouterr().out
+    assert "checkpoint-3 (adapter_model.safetensors is cut short" in out and "checkpoint-2 (no trainer_state" in out
+    assert info["resumed_from"].endswith("checkpoint-1") and info["metrics"]["steps"] == 10
+    state = json.loads((checkpoints / "checkpoint-10/trainer_state.json").read_text())
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(losses) == 10 and info["metrics"]["train_loss"] == pytest.approx(sum(losses) / 10, abs=1e-3)
+
+
 def test_wandb_offline_run_is_recorded(data, tmp_path):
     info = train(load_recipe(TINY, overrides(tmp_path, data, "run.wandb_project=dispatchtune-test",
                                              "run.wandb_tags=[test]", "training.eval_strategy=epoch",
@@ -185,7 +209,7 @@ def no_tool_calls(tmp_path) -> Path:
     path = tmp_path / "chat.jsonl"
     sample = Sample([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], [],
                     {"source": "chat.jsonl", "index": 0})
-    path.write_text(sample.encode()[0] + "\n")
+    path.write_text(sample.line_and_key()[0] + "\n")
     return path
 
 

@@ -25,8 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, type=Path, help="recipe YAML: its model, template and max_length")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides, as for train")
     parser.add_argument("--data", help="samples (JSON Lines from prep); default: the recipe's data.train")
-    parser.add_argument("--n", type=int, default=3, help="how many samples, from the top (default: %(default)s)")
+    parser.add_argument("--n", type=_count, default=3, help="how many samples, from the top (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="one JSON object per sample: input_ids, tokens, trained")
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count of samples (0 or more), got {text!r}")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:

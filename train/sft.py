@@ -32,6 +32,7 @@ from dispatchtune.data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
 from dispatchtune.runinfo import RUN_INFO, RunInfo, write_run_info
 
+from .checkpoints import last_complete_checkpoint
 from .config import Recipe, load_recipe
 
 LIBRARIES = ("dispatchtune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "wandb", "bitsandbytes")
@@ -94,7 +95,9 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
         mask={"method": fmt.method, "end_of_turn": fmt.end_of_turn},
         data={"train": {"path": recipe.data.train, "sha256": _sha256(Path(recipe.data.train)), **counts},
               "heldout": _file_info(Path(recipe.data.heldout))},
-        metrics={"train_loss": result.metrics.get("train_loss"), "first_loss": losses[0] if losses else None,
+        metrics={"train_loss": whole_run_loss(trainer.state.log_history, _step_of(last_checkpoint),
+                                              result.metrics.get("train_loss"), trainer.state.global_step),
+                 "first_loss": losses[0] if losses else None,
                  "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
                  "eval_loss": eval_losses[-1] if eval_losses else None,
                  "runtime_s": result.metrics.get("train_runtime"), "processes": state.num_processes},
@@ -159,14 +162,14 @@ def _datasets(recipe: Recipe, fmt, progress: bool):
     samples with an assistant turn), and the training set's counts."""
     train_path = data_file(recipe.data.train, "data.train")
     max_length = recipe.training.max_length
-    train_set, counts = encode(fmt, read_jsonl(train_path), max_length, "train", progress)
+    train_set, counts = tokenized_dataset(fmt, read_jsonl(train_path), max_length, "train", progress)
     if not counts.get("tool_calls"):
         raise UserError(f"{train_path} ({counts.get('samples', 0)} samples) holds no assistant tool calls, so nothing "
                         "would teach tool calling; check the inputs given to `dispatchtune prep` (see stats.json)")
     if recipe.training.eval_strategy == "no":
         return train_set, None, counts
     heldout_path = data_file(recipe.data.heldout, "data.heldout")
-    eval_set, eval_counts = encode(fmt, (s for s in read_jsonl(heldout_path) if s.has_assistant), max_length, "heldout",
+    eval_set, eval_counts = tokenized_dataset(fmt, (s for s in read_jsonl(heldout_path) if s.has_assistant), max_length, "heldout",
                                    progress)
     if not eval_counts:
         raise UserError(f"{heldout_path} has no sample with an assistant turn to measure eval loss on; "
@@ -252,7 +255,7 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def encode(fmt, samples, max_length: int | None, name: str, progress: bool):
+def tokenized_dataset(fmt, samples, max_length: int | None, name: str, progress: bool):
     """Tokenize samples with their assistant masks into a `datasets.Dataset`, checking each against max_length.
 
     A prompt (the tokens before a sample's first trained token) that fills max_length is an error: packing would
@@ -284,17 +287,19 @@ def encode(fmt, samples, max_length: int | None, name: str, progress: bool):
 
 
 def _check_outputs(recipe: Recipe, resume: bool | str, state) -> str | None:
-    """The checkpoint to resume from, if any; a finished run, or checkpoints without --resume, are refused.
+    """The checkpoint to resume from, if any: the last complete one (train/checkpoints.py), naming the incomplete
+    ones skipped; a finished run, or checkpoints without --resume, are refused.
     resume="auto": the last checkpoint where there is one, else a quiet start from step 0."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     if (recipe.dir / RUN_INFO).exists():
         raise UserError(f"{recipe.dir} holds a finished run (run.json); set another run.dir or remove that one")
     out = Path(recipe.training.output_dir)
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if last and not resume:
-        raise UserError(f"{out} holds {Path(last).name} of an unfinished run; pass --resume to continue it, "
-                        "or remove the directory to start over")
+    last, skipped = last_complete_checkpoint(out, with_optimizer=not recipe.training.save_only_model)
+    if (last or skipped) and not resume:
+        raise UserError(f"{out} holds {(last and last.name) or skipped[0]} of an unfinished run; pass --resume to "
+                        "continue it, or remove the directory to start over")
+    if skipped and resume:
+        state.print(f"skipping incomplete checkpoints (a save that was cut short): {', '.join(skipped)}")
+    last = None if last is None else str(last)
     if last:
         state.print(f"resuming from {last}")
     elif resume and resume != "auto":
@@ -304,6 +309,29 @@ def _check_outputs(recipe: Recipe, resume: bool | str, state) -> str | None:
         remove_stale(recipe.dir / "adapter")
         remove_stale(recipe.dir / RUN_INFO)
     return last
+
+
+def whole_run_loss(log_history: list[dict], resumed_step: int, segment_loss: float | None, last_step: int):
+    """The mean loss per step over the whole run. Trainer's `train_loss` averages only the steps this process ran;
+    after a resume, the steps before it are in the log history the checkpoint restored, each logged `loss` the mean
+    since the log before, so they count by the steps they cover (steps between the last log and the checkpoint were
+    never logged and cannot count)."""
+    if not resumed_step:
+        return segment_loss
+    total = steps = previous = 0
+    for entry in log_history:
+        if "loss" in entry and previous < entry.get("step", 0) <= resumed_step:
+            total += entry["loss"] * (entry["step"] - previous)
+            steps += entry["step"] - previous
+            previous = entry["step"]
+    if segment_loss is not None and last_step > resumed_step:
+        total += segment_loss * (last_step - resumed_step)
+        steps += last_step - resumed_step
+    return total / steps if steps else segment_loss
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.rpartition("-")[2]) if checkpoint else 0
 
 
 def data_file(path: str, key: str) -> Path:

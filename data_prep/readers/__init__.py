@@ -1,7 +1,6 @@
 """Readers: one module per input format, each turning raw records into `Sample`s or `Rejected`s.
 
-A reader module has
-- `NAME`: the `--format` value;
+A reader module, named by its `--format` value, has
 - `sniff(record) -> bool`: whether a raw record (the first of a file) is of this format;
 - `read(records, source) -> Iterator[Item]`: given `jsonstream.iter_records` output, one `Item` per record it holds
   (a container record such as a ToolEval file expands into many), so that read = accepted + rejected.
@@ -59,10 +58,6 @@ def convert_one(convert: Callable[[Any], Sample], record: Any, source: str, inde
         sample = convert(record)
     except Rejected as r:
         return Item(source, index, rejected=r, record_id=record_id)
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
-        # A record of the wrong shape: name what broke rather than crash the run.
-        detail = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
-        return Item(source, index, rejected=Rejected("bad_shape", detail), record_id=record_id)
     sample.meta.setdefault("source", source)
     sample.meta.setdefault("index", index)
     return Item(source, index, sample=sample, record_id=record_id or sample.meta.get("id"))

@@ -13,6 +13,9 @@ import json
 from itertools import count
 from typing import Any, Callable, Iterable
 
+from dispatchtune import bounded_json
+from dispatchtune.bounded_json import JSONLimitError
+
 from ..literal import NOT_LITERAL, python_literal
 from ..sample import Rejected, Sample, ToolCall, function_tool, tool_name
 
@@ -30,9 +33,12 @@ def need(obj: Any, key: str, kind: type, at: str | None = None) -> Any:
 
 
 def load_json(text: str, field: str, reason: str) -> Any:
-    """JSON text; `python_repr` when it is a Python literal instead, `reason` when it is neither."""
+    """JSON text; `python_repr` when it is a Python literal instead, `reason` when it is neither (or past the
+    limits of `bounded_json`)."""
     try:
-        return json.loads(text)
+        return bounded_json.loads(text)
+    except JSONLimitError as e:
+        raise Rejected(reason, e.msg, field) from None
     except json.JSONDecodeError as e:
         if python_literal(text) is not NOT_LITERAL:
             raise Rejected("python_repr", f"Python repr, not JSON: {text[:80]!r}", field) from None
@@ -42,7 +48,9 @@ def load_json(text: str, field: str, reason: str) -> Any:
 def load_literal(text: str, field: str, reason: str) -> Any:
     """JSON or a Python literal, for formats that write repr (Hermes); parsed by `ast`, never evaluated."""
     try:
-        return json.loads(text)
+        return bounded_json.loads(text)
+    except JSONLimitError as e:
+        raise Rejected(reason, e.msg, field) from None
     except json.JSONDecodeError:
         value = python_literal(text)
     if value is NOT_LITERAL:

@@ -17,7 +17,6 @@ from ..schema_types import gorilla_schema
 from . import per_record
 from ._chat import Chat, need, tool_list
 
-NAME = "bfcl"
 
 _CATEGORY = re.compile(r"(.+)_\d+(-\d+)*")
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import re
 
+from dispatchtune import bounded_json
+from dispatchtune.bounded_json import JSONLimitError
+
 from ..sample import Rejected, Sample, ToolCall, parse_arguments
 from . import per_record
 from ._chat import Chat, need, tool_list
 
-NAME = "glaive"
 
 _BOILERPLATE = re.compile(
     r"^\s*You are a helpful assistant,? with (no )?access to (the following|external) functions\.?"
@@ -59,10 +61,10 @@ def _functions(system: str) -> tuple[list[dict], str]:
     start = _FUNCTION_START.search(system)
     if not start:
         return [], _BOILERPLATE.sub("", system).strip()
-    decoder, pos, functions = json.JSONDecoder(), start.start(), []
+    pos, functions = start.start(), []
     while system[pos : pos + 1] == "{":
         try:
-            function, pos = decoder.raw_decode(system, pos)
+            function, pos = bounded_json.raw_decode(system, pos)
         except json.JSONDecodeError as e:
             raise Rejected("bad_tools", f"function {len(functions)} is not JSON: {e.msg}", "system") from None
         functions.append(function)
@@ -74,7 +76,9 @@ def _functions(system: str) -> tuple[list[dict], str]:
 def _call(text: str, field: str) -> ToolCall:
     """A call line: Glaive's quoted-arguments form, or plain JSON where a record happens to use it."""
     try:
-        return ToolCall.from_message(json.loads(text), field)
+        return ToolCall.from_message(bounded_json.loads(text), field)
+    except JSONLimitError as e:
+        raise Rejected("bad_arguments", e.msg, field) from None
     except json.JSONDecodeError:
         pass
     m = _QUOTED_CALL.fullmatch(text)

@@ -12,8 +12,6 @@ from ..sample import Rejected, Sample, ToolCall
 from . import per_record
 from ._chat import Chat, need, tool_list
 
-NAME = "openai"
-
 
 def sniff(record) -> bool:
     return isinstance(record, dict) and isinstance(record.get("messages"), list)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 
+from dispatchtune import bounded_json
+
 from ..sample import Rejected, Sample, ToolCall
 from . import per_record
 from ._chat import Chat, load_json, need, tool_list
 
-NAME = "sharegpt"
 
 _CALL_SPEAKERS = {"function_call", "observation"}
 
@@ -63,7 +64,7 @@ def _results(value: str, pending: int) -> list:
     """One result per pending call when a JSON list holds exactly that many; else the whole value is one result."""
     if pending > 1:
         try:
-            results = json.loads(value)
+            results = bounded_json.loads(value)
         except json.JSONDecodeError:
             return [value]
         if isinstance(results, list) and len(results) == pending:

@@ -21,8 +21,6 @@ from ..toolbench_schema import api_tool, function_name, function_tools, toolbenc
 from . import Item, convert_one
 from ._chat import Chat, need
 
-NAME = "toolbench"
-
 
 def sniff(record) -> bool:
     """An answer trace, or a query (with its `api_list`, or an open-domain one that has only `query_id`)."""

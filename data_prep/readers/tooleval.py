@@ -15,17 +15,16 @@ source marks nothing as invalid). Give-ups are decided before truncation: even w
 
 from __future__ import annotations
 
-import ast
 from itertools import count
 from typing import Iterator
 
 from ..jsonstream import Record
+from ..literal import NOT_LITERAL, python_literal
 from ..sample import Rejected, Sample, parse_arguments
 from ..toolbench_schema import FINISH, finish_answer, function_tools, toolbench_sample, trace_chat
 from . import Item, convert_one
 from ._chat import need
 
-NAME = "tooleval"
 CUT = 100  # ToolEval keeps this many characters of each step's message
 _FINISH_REPR = "{'name': 'Finish', "
 
@@ -94,13 +93,12 @@ def _tool_step(message, at: str, final: str) -> Iterator[tuple[str, dict]]:
 def _whole_repr(message, at: str) -> dict:
     if not isinstance(message, str):
         raise Rejected("bad_shape", f"expected a step object or its repr, got {type(message).__name__}", at)
-    try:
-        step = ast.literal_eval(message)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+    step = python_literal(message)
+    if step is NOT_LITERAL:
         if len(message) >= CUT:
             raise Rejected("truncated_source", f"cut at {len(message)} characters, so the step's response is lost: "
-                                               f"{message[:60]!r}...", at) from None
-        raise Rejected("bad_shape", f"not a Python literal: {message[:60]!r}", at) from None
+                                               f"{message[:60]!r}...", at)
+        raise Rejected("bad_shape", f"not a Python literal: {message[:60]!r}", at)
     if not isinstance(step, dict):
         raise Rejected("bad_shape", f"expected a step object, got {type(step).__name__}", at)
     return step

@@ -26,10 +26,8 @@ from ..toolbench_schema import function_tools, toolbench_sample, trace_chat
 from . import Item, convert_one
 from ._chat import load_literal, need
 
-NAME = "toolllama"
 API_LIST = "\nSpecifically, you have access to the following APIs: "
 _STEP = re.compile(r"Step \d+")
-_REACT = re.compile(r"\s*Thought:(.*?)\nAction:(.*?)\nAction Input:(.*)", re.S)
 
 
 def sniff(record) -> bool:
@@ -102,9 +100,23 @@ def _legacy(turn, field: str) -> dict:
     role, value = need(turn, "from", str, field), need(turn, "value", str, field)
     if role != "assistant":
         return {"role": role, "content": value}
-    match = _REACT.fullmatch(value)
-    if not match:
+    parts = _react(value)
+    if not parts:
         raise Rejected("bad_shape", "expected '\\nThought: ...\\nAction: ...\\nAction Input: ...'", f"{field}.value")
-    thought, name, arguments = (g.strip() for g in match.groups())
+    thought, name, arguments = (p.strip() for p in parts)
     return {"role": "assistant", "content": thought or None,
             "function_call": {"name": name, "arguments": parse_arguments(arguments, f"{field}.value[Action Input]")}}
+
+
+def _react(text: str) -> tuple[str, str, str] | None:
+    """Thought, action and action input of `Thought: ...\\nAction: ...\\nAction Input: ...`, each split at the first
+    marker after the one before (`str.find`: linear, where a lazy pattern retried every `\\nAction:` line)."""
+    body = text.lstrip()
+    if not body.startswith("Thought:"):
+        return None
+    action = body.find("\nAction:", len("Thought:"))
+    action_input = body.find("\nAction Input:", action + len("\nAction:")) if action >= 0 else -1
+    if action_input < 0:
+        return None
+    return (body[len("Thought:") : action], body[action + len("\nAction:") : action_input],
+            body[action_input + len("\nAction Input:") :])

@@ -14,8 +14,6 @@ from ..schema_types import xlam_parameters
 from . import per_record
 from ._chat import Chat, json_list, need, tool_list
 
-NAME = "xlam"
-
 
 def sniff(record) -> bool:
     return isinstance(record, dict) and {"query", "tools", "answers"} <= record.keys()
