@@ -246,7 +246,7 @@ def _strip(line: str, heldout_units: set[str]) -> str:
     units = tool_units(sample.tools)
     sample.tools = [t for t in sample.tools if units.get(tool_name(t)) not in heldout_units]
     sample.meta["tool_names"] = sample.tool_names
-    return sample.encode()[0]
+    return sample.line_and_key()[0]
 
 
 def _rejection_line(item: Item, problem: Rejected) -> str:
