@@ -19,6 +19,7 @@ COMMANDS = {
     "export": ("dispatchtune.export.gguf", "convert a merged model to verified GGUF files (llama.cpp, Ollama Modelfile)"),
     "publish": ("dispatchtune.export.publish", "upload the adapter, a model card and optionally merged/GGUF files to the Hub"),
     "run": ("dispatchtune.pipeline", "prep, train, eval, gate, merge and GGUF from one recipe, resuming a stopped run"),
+    "recipes": ("dispatchtune.train.catalog", "list the shipped recipes, each usable by name: --recipe NAME"),
 }
 
 
