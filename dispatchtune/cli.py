@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import warnings
 
 from .errors import UserError
 
@@ -44,7 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """Silence what libraries say to each other rather than to the user, each by its exact message, so their
+    warnings about the user's run still show."""
+    # bitsandbytes, imported by PEFT, looks for an optional CPU kernel for 4-bit layers; only QLoRA uses those,
+    # and QLoRA needs CUDA.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+        lambda record: not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward"))
+    # transformers 5 renamed the property that PEFT and TRL still read on every model they wrap.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
