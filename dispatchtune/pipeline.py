@@ -37,7 +37,7 @@ from dispatchtune.eval.report import rate
 from dispatchtune.eval.suite import SUITES
 from dispatchtune.export import VERIFY_FILE
 from dispatchtune.export import llama_cpp_tools
-from dispatchtune.export.gguf import ALLOW_ENV, TOLERANCES, check_convertible, export_gguf
+from dispatchtune.export.gguf import TOLERANCES, check_convertible, export_gguf
 from dispatchtune.export.merge import merge
 from dispatchtune.train.catalog import add_recipe_argument
 from dispatchtune.train.config import Recipe, load_recipe
@@ -225,9 +225,7 @@ def export_stage(recipe: Recipe, merged: Path) -> list[Path]:
             _skip("export gguf", str(e))
             return []
         _stage("export gguf")
-    allow = recipe.export.allow_unknown_pretokenizer or os.environ.get(ALLOW_ENV) == "1"
-    report = export_gguf(merged, out, quants, name=recipe.dir.resolve().name, allow_unknown_pretokenizer=allow,
-                         run_json=recipe.dir / "run.json")
+    report = export_gguf(merged, out, quants, name=recipe.dir.resolve().name, run_json=recipe.dir / "run.json")
     if not report["passed"]:
         failed = [f"{f['file']}: {'; '.join(f['failures'])}" for f in report["files"] if not f["passed"]]
         raise Failed(f"export gguf: verification failed ({' | '.join(failed)}); nothing written to {out}")

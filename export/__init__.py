@@ -11,6 +11,7 @@ This module holds what those checks share: the prompts, the logit comparison and
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -176,13 +177,44 @@ def existing_output(final: Path, force: bool) -> dict | None:
 
 @contextmanager
 def staging(final: Path) -> Iterator[Path]:
-    """A fresh directory beside `final` (same file system, so the final rename is atomic), removed on the way out."""
+    """A fresh directory beside `final` (same file system, so the final rename is atomic), removed on the way out.
+
+    Its name carries this process's id, so a stage starting again removes what killed runs left (each can be a
+    full model copy) and leaves alone a stage another live process is running. It gets the permissions of a
+    directory made with mkdir (mkdtemp's are 0700), since it becomes the output.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    remove_stale_staging(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}-", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_staging(final: Path) -> None:
+    """Remove the staging directories of `final` whose process is gone (killed, or out of memory)."""
+    for old in final.parent.glob(f".{glob.escape(final.name)}.partial-*"):
+        pid = old.name.removeprefix(f".{final.name}.partial-").split("-")[0]
+        if not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def move_into_place(tmp: Path, final: Path) -> None:
