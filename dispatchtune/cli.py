@@ -64,11 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args._run(args) or 0
     except UserError as e:
+        _end_progress_bars()
         print(f"dispatchtune {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _end_progress_bars()
         print(f"dispatchtune {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _end_progress_bars() -> None:
+    """A stage stopped mid-way leaves its progress bar open on an unfinished line: close it, so the message that
+    follows starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):
+        bar.close()
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ def disk_space_errors(path: str | Path) -> Iterator[None]:
     except Exception as e:  # noqa: BLE001 - re-raised unless it is the full disk
         if not _out_of_space(e, Path(path)):
             raise
-        raise UserError(f"no space left on the device of {path} while writing there; free some space (or set "
-                        "another output directory) and run again: completed work is kept") from None
+        raise UserError(f"no space left on the device of {path} while writing there; free some space (or write "
+                        "elsewhere) and run again") from None
 
 
 def _out_of_space(e: Exception, path: Path) -> bool:

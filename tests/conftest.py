@@ -2,6 +2,7 @@
 beside the repository."""
 
 import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -43,3 +44,19 @@ def tiny_llama_cpp(tmp_path_factory):
         shim = tree(tmp_path_factory.mktemp("llama.cpp-tiny"), real)
         mp.setenv("LLAMA_CPP_DIR", str(shim))
         yield SimpleNamespace(tree=shim, real=real)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 512 KiB (a tmpfs) for a stage to fill up; skipped where this process cannot mount one
+    (it needs root and the right to mount, which containers often lack)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True) \
+        if os.geteuid() == 0 else None
+    if not done or done.returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)

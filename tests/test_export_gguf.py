@@ -83,6 +83,9 @@ def test_export_verifies_every_quant(merged, tmp_path, family):
     assert by_quant["f16"]["greedy"] in ("equal", "near-tie") and by_quant["q8_0"]["greedy"] is None
     assert by_quant["q4_k_m"]["size_mb"] < by_quant["q8_0"]["size_mb"] < by_quant["f16"]["size_mb"]
     assert not list(tmp_path.glob(".gguf.partial-*"))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes it, not mkdtemp's 0700
 
 
 def test_rerun_skips_and_other_quants_need_force(merged, tmp_path, capsys):

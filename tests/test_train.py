@@ -126,6 +126,16 @@ def test_peft_variants_train_straight_from_the_recipe(data, tmp_path, variant):
         assert layer.scaling["default"] == pytest.approx(16 / 8 ** 0.5)
 
 
+def test_full_disk_while_training_is_one_line(data, small_disk, capsys):
+    """The first checkpoint (adapter and optimizer state, about 1 MB) does not fit on a 512 KiB disk."""
+    args = overrides(small_disk / "run", data, "training.max_steps=2", "training.save_steps=1")
+    assert main(["train", "--recipe", TINY, *args]) == 2
+    said = re.split(r"[\r\n]", capsys.readouterr().err)
+    err = [line for line in said if line.strip() and not re.search(r"\d+%\|", line)]  # progress bars aside
+    assert err == [f"dispatchtune train: error: no space left on the device of {small_disk}/run/checkpoints while "
+                   "writing there; free some space (or write elsewhere) and run again"]
+
+
 def test_two_process_ddp_writes_one_adapter(data, tmp_path):
     # Two processes on CPU: `--multi_gpu` makes accelerate start them (torchrun), ACCELERATE_USE_CPU makes them join
     # over gloo on the CPU. (`--cpu --num_processes 2` alone starts one process unless mpirun is set up.)
