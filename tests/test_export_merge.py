@@ -122,7 +122,7 @@ def test_failed_parity_check_leaves_no_output(tiny_models, tmp_path, monkeypatch
     import dispatchtune.export.merge
 
     impossible = Tolerance(max_rel_err=0.0, min_mean_cosine=1.1, min_top1=1.0)
-    monkeypatch.setitem(export.merge.TOLERANCES, "float32", impossible)
+    monkeypatch.setitem(dispatchtune.export.merge.TOLERANCES, "float32", impossible)
     adapter = make_adapter(tiny_models("llama-3.2"), tmp_path / "adapter")
     code = main(["merge", "--adapter", str(adapter), "--out", str(tmp_path / "merged")])
 
