@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import warnings
 
 from .errors import UserError
 
@@ -19,6 +21,7 @@ COMMANDS = {
     "export": ("dispatchtune.export.gguf", "convert a merged model to verified GGUF files (llama.cpp, Ollama Modelfile)"),
     "publish": ("dispatchtune.export.publish", "upload the adapter, a model card and optionally merged/GGUF files to the Hub"),
     "run": ("dispatchtune.pipeline", "prep, train, eval, gate, merge and GGUF from one recipe, resuming a stopped run"),
+    "recipes": ("dispatchtune.train.catalog", "list the shipped recipes, each usable by name: --recipe NAME"),
 }
 
 
@@ -43,17 +46,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """Silence what libraries say to each other rather than to the user, each by its exact message, so their
+    warnings about the user's run still show."""
+    # bitsandbytes, imported by PEFT, looks for an optional CPU kernel for 4-bit layers; only QLoRA uses those,
+    # and QLoRA needs CUDA.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+        lambda record: not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward"))
+    # transformers 5 renamed the property that PEFT and TRL still read on every model they wrap.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args._run(args) or 0
     except UserError as e:
+        _end_progress_bars()
         print(f"dispatchtune {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _end_progress_bars()
         print(f"dispatchtune {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _end_progress_bars() -> None:
+    """A stage stopped mid-way leaves its progress bar open on an unfinished line: close it, so the message that
+    follows starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):
+        bar.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`dispatchtune run`: every stage from one recipe into one run directory, resuming where an earlier run stopped.
 
-    dispatchtune run --recipe recipes/qwen3-0.6b.yaml [--out RUN] [section.key=value ...]
+    dispatchtune run --recipe qwen3-0.6b [--out RUN] [section.key=value ...]
 
 prep (data.inputs -> RUN/data) -> train (RUN/adapter, RUN/run.json) -> eval cases (RUN/eval/cases.jsonl: held-out
 cases, at most eval.max_cases of them, plus eval.suite) -> eval of the base model and of the adapter -> gate
@@ -38,8 +38,9 @@ from dispatchtune.eval.report import rate
 from dispatchtune.eval.suite import SUITES
 from dispatchtune.export import VERIFY_FILE
 from dispatchtune.export import llama_cpp_tools
-from dispatchtune.export.gguf import ALLOW_ENV, TOLERANCES, check_convertible, export_gguf
+from dispatchtune.export.gguf import TOLERANCES, check_convertible, export_gguf
 from dispatchtune.export.merge import merge
+from dispatchtune.train.catalog import add_recipe_argument
 from dispatchtune.train.config import Recipe, load_recipe
 from dispatchtune.train.sft import data_file, load_format, resolve_model, train
 
@@ -54,7 +55,7 @@ class Failed(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", required=True, type=Path, help="recipe YAML (recipes/<model>.yaml)")
+    add_recipe_argument(parser)
     parser.add_argument("--out", type=Path, help="run directory (default: the recipe's run.dir, runs/<recipe name>)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="recipe overrides, e.g. training.max_steps=100 eval.max_cases=200 export.quants=[q4_k_m]")
@@ -224,9 +225,7 @@ def export_stage(recipe: Recipe, merged: Path) -> list[Path]:
             _skip("export gguf", str(e))
             return []
         _stage("export gguf")
-    allow = recipe.export.allow_unknown_pretokenizer or os.environ.get(ALLOW_ENV) == "1"
-    report = export_gguf(merged, out, quants, name=recipe.dir.resolve().name, allow_unknown_pretokenizer=allow,
-                         run_dir=recipe.dir)
+    report = export_gguf(merged, out, quants, name=recipe.dir.resolve().name, run_dir=recipe.dir)
     if not report["passed"]:
         failed = [f"{f['file']}: {'; '.join(f['failures'])}" for f in report["files"] if not f["passed"]]
         raise Failed(f"export gguf: verification failed ({' | '.join(failed)}); nothing written to {out}")

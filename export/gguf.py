@@ -14,16 +14,13 @@ into place, and the figures go to verify.json:
   for f32/f16 files greedy continuations are the same tokens (up to a near-tie within tolerance).
 A `<file>.Modelfile` for Ollama goes beside each file (export/modelfile.py).
 
-Tokenizers trained locally (the tiny test models) have a pre-tokenizer llama.cpp cannot recognise by its hash.
-`--allow-unknown-pretokenizer` (or DISPATCHTUNE_ALLOW_UNKNOWN_PRETOKENIZER=1) then names the llama.cpp
-pre-tokenizer that implements the tokenizer.json's exact split rule, and the tokenizer parity check proves it;
-a recognised tokenizer is never overridden, and without the flag an unrecognised one is an error.
+llama.cpp recognises a tokenizer's pre-tokenizer by hashing how it splits a fixed text, so a tokenizer it does not
+know (one trained locally) is refused with the converter's own message; the converter runs as llama.cpp ships it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -31,6 +28,8 @@ from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
 from dispatchtune.runinfo import read_run_info
 from dispatchtune.families import gguf_converter_args
+from dispatchtune.paths import check_output_dir
+from dispatchtune.train.sft import check_model_dir
 
 from . import (
     VERIFY_FILE, Tolerance, compare_logits, existing_output, hf_logits, token_ids, verification_prompts, write_json,
@@ -60,7 +59,6 @@ TOLERANCES = {
 # either pick is within tolerance. (bf16 rounds every weight once: top-1 ~0.97, so it is not asked.)
 GREEDY_TYPES = ("f32", "f16")
 GREEDY_TOKENS = 8  # greedy continuation length compared
-ALLOW_ENV = "DISPATCHTUNE_ALLOW_UNKNOWN_PRETOKENIZER"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,9 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--quant", default="f16,q8_0,q4_k_m",
                    help=f"comma-separated types from {', '.join(TOLERANCES)} (default: %(default)s)")
     p.add_argument("--name", help="file name stem (default: the run's or model directory's name)")
-    p.add_argument("--allow-unknown-pretokenizer", action="store_true", default=os.environ.get(ALLOW_ENV) == "1",
-                   help="for locally trained tokenizers only: use the llama.cpp pre-tokenizer matching "
-                        f"tokenizer.json's split rule when llama.cpp does not recognise it (also {ALLOW_ENV}=1)")
     p.add_argument("--force", action="store_true", help="replace a complete output instead of skipping")
 
 
@@ -87,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--model needs --out (where to write the GGUF files)")
     quants = [q.strip().lower() for q in args.quant.split(",") if q.strip()]
     name = args.name or (args.run or (model.parent if model.name == "merged" else model)).resolve().name
-    report = export_gguf(model, out, quants, name=name, allow_unknown_pretokenizer=args.allow_unknown_pretokenizer,
-                         force=args.force, run_dir=args.run)
+    report = export_gguf(model, out, quants, name=name, force=args.force, run_dir=args.run)
     for entry in report["files"]:
         m = entry["logits"]
         state = "ok" if entry["passed"] else "FAILED: " + "; ".join(entry["failures"])
@@ -102,14 +96,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
-                allow_unknown_pretokenizer: bool = False, force: bool = False, run_dir: Path | None = None) -> dict:
+def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str, force: bool = False,
+                run_dir: Path | None = None) -> dict:
     """Convert, quantise, verify and (if every file passed) write `out_dir`; return the verify report.
     `run_dir`: the training run, whose run.json gives the template variables for the Modelfile."""
     unknown = [q for q in quants if q not in TOLERANCES]
     if unknown or not quants:
         raise UserError(f"unknown quant type(s) {', '.join(unknown) or '(none given)'}; "
                         f"choose from {', '.join(TOLERANCES)}")
+    check_output_dir(out_dir, "GGUF output")
     done = existing_output(out_dir, force)
     if done:
         if done.get("quants") != quants:
@@ -127,7 +122,6 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    pretokenizer = _fallback_pretokenizer(model_dir) if allow_unknown_pretokenizer else None
     source = _lossless_type(config)
     converter_args = gguf_converter_args(config.architectures or [])
     with staging(out_dir, directory=True) as tmp:
@@ -135,11 +129,11 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
         paths = {q: tmp / f"{name}-{q}.gguf" for q in quants}
         source_path = paths.get(source, tmp / f".source-{source}.gguf")
         print(f"export gguf: converting {model_dir} to {source} with llama.cpp's converter")
-        tools.convert(model_dir, source_path, source, log, pretokenizer=pretokenizer, extra_args=converter_args)
+        tools.convert(model_dir, source_path, source, log, extra_args=converter_args)
         for q in quants:
             if q in tools.FLOAT_TYPES and q != source:
                 print(f"export gguf: converting to {q}")
-                tools.convert(model_dir, paths[q], q, log, pretokenizer=pretokenizer, extra_args=converter_args)
+                tools.convert(model_dir, paths[q], q, log, extra_args=converter_args)
             elif q not in tools.FLOAT_TYPES:
                 print(f"export gguf: quantising to {q}")
                 tools.quantize(source_path, paths[q], q, log)
@@ -158,7 +152,6 @@ def export_gguf(model_dir: Path, out_dir: Path, quants: list[str], *, name: str,
             "passed": all(f["passed"] for f in files),
             "model": str(model_dir),
             "quants": quants,
-            "pretokenizer_fallback": pretokenizer,
             "llama_cpp_python": tools.llama_cpp_version(),
             "files": files,
         }
@@ -182,8 +175,11 @@ def read_config(model_dir: Path):
 
     if not (Path(model_dir) / "config.json").is_file():
         raise UserError(f"{model_dir} has no config.json; --model must be a merged model directory")
+    check_model_dir(Path(model_dir))
     try:
         return AutoConfig.from_pretrained(model_dir)
+    except OSError as e:  # transformers' word for a config.json that is not JSON
+        raise UserError(f"{model_dir}/config.json cannot be read: {str(e).splitlines()[0]}") from None
     except ValueError as e:  # a model_type transformers does not know: llama.cpp's converter has no class either
         raise UserError(f"llama.cpp's converter cannot convert {model_dir}: {e}") from None
 
@@ -197,18 +193,6 @@ def check_convertible(model_dir: Path, config=None) -> None:
         raise UserError(f"llama.cpp's converter cannot convert {', '.join(architectures) or 'this model'} "
                         f"(model_type {config.model_type!r}): it has no GGUF architecture for it; use the "
                         "merged transformers model instead")
-
-
-def _fallback_pretokenizer(model_dir: Path) -> str | None:
-    """The llama.cpp pre-tokenizer matching tokenizer.json, used only if the converter does not recognise it.
-
-    None where there is no exact match (a published tokenizer, say): the converter's own recognition decides, and
-    an unrecognised tokenizer then fails there, as without the opt-in.
-    """
-    path = model_dir / "tokenizer.json"
-    if not path.is_file():
-        return None  # a SentencePiece tokenizer (tokenizer.model) has no BPE pre-tokenizer to recognise
-    return tools.pretokenizer_for(json.loads(path.read_text(encoding="utf-8")))
 
 
 def stop_ids(model_dir: Path) -> list[int]:
@@ -246,8 +230,9 @@ def _verify_file(quant, path, tokenizer, prompts, ids, reference, greedy, stop_i
     llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=max(map(len, ids)) + GREEDY_TOKENS + 8,
                           n_threads=os.cpu_count(), verbose=False)
     try:
-        # Llama has no public vocab handle; llama_vocab_is_eog is what stops llama.cpp's (and Ollama's) generation.
-        not_eog = [i for i in stop_ids if not llama_cpp.llama_vocab_is_eog(llm._model.vocab, i)]
+        # llama_vocab_is_eog is what stops llama.cpp's (and Ollama's) generation.
+        tokens = llama_cpp.llama_model_get_vocab(llm.model)
+        not_eog = [i for i in stop_ids if not llama_cpp.llama_vocab_is_eog(tokens, i)]
         if not_eog:
             failures.append(f"llama.cpp does not end generation on stop ids {not_eog}")
         mismatched = [n for n, (text, i) in enumerate(zip(prompts, ids))

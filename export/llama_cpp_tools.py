@@ -8,7 +8,10 @@ the `llama-quantize` binary calls. So the converter comes from that sdist, unpac
 `llama_cpp` package (or `LLAMA_CPP_DIR`'s `llama-quantize` binary where the user built one).
 
 Both run in child processes: a crash or a kill there cannot leave this process half-way, their chatter goes to a
-log shown only on failure, and the converter gets the `gguf` it needs without touching the one imported here.
+log shown only on failure, and the converter gets the `gguf` it needs without touching the one imported here. A
+child dies with this process (Linux), so a killed export leaves no quantiser running. The converter runs as
+llama.cpp ships it, except that remote code stays off: it asks transformers for `trust_remote_code=True` wherever it
+loads a tokenizer, and a model directory's own Python files must never run on export.
 `python -m dispatchtune.export.llama_cpp_tools fetch` unpacks the converter (scripts/install_export_tools.sh calls it).
 """
 
@@ -16,9 +19,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import ctypes
 import importlib.metadata
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -27,7 +33,6 @@ from pathlib import Path
 
 from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
-from dispatchtune.families import llama_cpp_splits
 
 # The llama-cpp-python release whose converter is used when llama_cpp is not installed (the set-up pins the same).
 DEFAULT_VERSION = "0.3.36"
@@ -37,10 +42,7 @@ CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 # Types the converter writes itself (the unquantised ones) and the ones llama_model_quantize makes from those.
 FLOAT_TYPES = ("f32", "f16", "bf16")
 QUANT_FTYPES = {"q8_0": "MOSTLY_Q8_0", "q6_k": "MOSTLY_Q6_K", "q5_k_m": "MOSTLY_Q5_K_M", "q4_k_m": "MOSTLY_Q4_K_M"}
-# llama.cpp pre-tokenizers that implement a tokenizer.json pre-tokenizer exactly (see `pretokenizer_for`).
-GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-# and the Split regexes of the tokenizer.json files llama.cpp's family pre-tokenizers were written from
-KNOWN_SPLITS = {GPT2_SPLIT: "gpt-2", **llama_cpp_splits()}
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar line in a tool's log
 
 
 def llama_cpp_version() -> str:
@@ -105,23 +107,18 @@ def supported_architectures(llama_cpp_dir: Path) -> set[str]:
     return names
 
 
-def convert(model_dir: Path, out_file: Path, outtype: str, log: Path, *, pretokenizer: str | None = None,
-            extra_args: list[str] | None = None) -> None:
-    """Run llama.cpp's converter on a transformers model directory, writing `out_file` (type f32/f16/bf16).
-
-    `pretokenizer` names the llama.cpp pre-tokenizer to use when the converter does not recognise the tokenizer's
-    (only for locally trained tokenizers; see `pretokenizer_for`). A recognised tokenizer is never overridden.
-    `extra_args` go to the converter as they are (a family's `gguf_converter_args`).
-    """
+def convert(model_dir: Path, out_file: Path, outtype: str, log: Path, *, extra_args: list[str] = ()) -> None:
+    """Run llama.cpp's converter on a transformers model directory, writing `out_file` (type f32/f16/bf16);
+    `extra_args` go to the converter as they are (a family's `gguf_converter_args`)."""
     cmd = [sys.executable, "-m", "dispatchtune.export.llama_cpp_tools", "convert", str(converter_dir()),
-           pretokenizer or "", str(model_dir), "--outfile", str(out_file), "--outtype", outtype, *(extra_args or [])]
+           str(model_dir), "--outfile", str(out_file), "--outtype", outtype, *extra_args]
     try:
         _run(cmd, log, f"llama.cpp's converter failed on {model_dir}")
     except UserError as e:
         if "pre-tokenizer was not recognized" not in str(e):
             raise
-        raise UserError(f"{e}; a tokenizer trained locally (not a published one) can be mapped to llama.cpp's "
-                        "equivalent with --allow-unknown-pretokenizer") from None
+        raise UserError(f"{e} (llama.cpp knows the tokenizers of published models; one trained locally has no "
+                        "GGUF pre-tokenizer)") from None
 
 
 def quantize(src: Path, dst: Path, quant: str, log: Path) -> None:
@@ -143,12 +140,35 @@ def _run(cmd: list[str], log: Path, failure: str) -> None:
     env = {**os.environ, "PYTHONSAFEPATH": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [_package_root(), os.environ.get("PYTHONPATH")]))}
     with log.open("ab") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent())
     if proc.returncode:
         kept = Path(tempfile.mkstemp(prefix="dispatchtune-llama.cpp-", suffix=".log")[1])
         shutil.copyfile(log, kept)
-        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        raise UserError(f"{failure}: {tail[0]} (full log: {kept})")
+        raise UserError(f"{failure}: {_cause(log.read_text(encoding='utf-8', errors='replace'))} (full log: {kept})")
+
+
+def _cause(text: str) -> str:
+    """The line of a tool's log that says why it failed: a full disk if that was it, else the last line that is
+    not a progress bar."""
+    lines = [line.strip() for line in re.split(r"[\r\n]", text) if line.strip()]
+    full = [line for line in lines if "No space left on device" in line]
+    said = [line for line in lines if not PROGRESS.search(line)]
+    return (full or said or ["(no output)"])[-1]
+
+
+def _die_with_parent():
+    """A preexec_fn asking Linux to kill the child when this process dies (prctl PR_SET_PDEATHSIG), so a killed
+    export leaves no converter or quantiser running on; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def arm():  # runs in the child, between fork and exec
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
 
 
 def _package_root() -> str:
@@ -158,48 +178,37 @@ def _package_root() -> str:
     return str(Path(dispatchtune.__file__).resolve().parents[1])
 
 
-def pretokenizer_for(tokenizer_json: dict) -> str | None:
-    """The llama.cpp pre-tokenizer that splits text exactly as this tokenizer.json does, or None if none is known.
-
-    The converter identifies pre-tokenizers by hashing how a tokenizer splits a fixed text, which only works for
-    published tokenizers. A locally trained byte-level BPE (the tiny test models) splits with GPT-2's regex or
-    with Qwen's; this maps those two exact configurations to llama.cpp's `gpt-2` and `qwen2`. Export verification
-    then proves the choice by comparing llama.cpp's token ids with the original tokenizer's.
-    """
-    pre = tokenizer_json.get("pre_tokenizer") or {}
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space"):
-        return "gpt-2"
-    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
-    if len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel":
-        pattern = steps[0].get("pattern", {}).get("Regex")
-        if not steps[1].get("use_regex", True) and steps[0].get("behavior") == "Isolated":
-            return KNOWN_SPLITS.get(pattern)
-    return None
-
-
 # --- the child processes ---
 
 
-def _convert_main(llama_cpp_dir: str, pretokenizer: str, converter_args: list[str]) -> None:
-    """convert_hf_to_gguf.main() with its own gguf-py first on the path, and the pre-tokenizer fallback if asked."""
+def _convert_main(llama_cpp_dir: str, converter_args: list[str]) -> None:
+    """convert_hf_to_gguf.main() with its own gguf-py first on the path and remote code off."""
     sys.path[:0] = [llama_cpp_dir, str(Path(llama_cpp_dir) / "gguf-py")]
+    _never_trust_remote_code()
     import convert_hf_to_gguf
 
-    if pretokenizer:
-        from conversion.base import TextModel
-
-        recognise = TextModel.get_vocab_base_pre
-
-        def with_fallback(self, tokenizer):
-            try:
-                return recognise(self, tokenizer)
-            except NotImplementedError:
-                print(f"pre-tokenizer not recognised; using {pretokenizer!r} as asked", file=sys.stderr)
-                return pretokenizer
-
-        TextModel.get_vocab_base_pre = with_fallback
     sys.argv = ["convert_hf_to_gguf.py", *converter_args]
     convert_hf_to_gguf.main()
+
+
+def _never_trust_remote_code() -> None:
+    """Make transformers treat every `trust_remote_code=True` as False in this process.
+
+    Every Auto class asks `resolve_trust_remote_code` before it runs a model directory's own code; answering with
+    False makes a directory that ships code load with transformers' own class where it has one, or fail with
+    transformers' message where it has none. Done before the Auto classes are imported (they import the function
+    by name), and in any already imported.
+    """
+    import transformers.dynamic_module_utils as dynamic
+
+    original = dynamic.resolve_trust_remote_code
+
+    def never(trust_remote_code, *args, **kwargs):
+        return original(False, *args, **kwargs)
+
+    for module in [dynamic, *(m for name, m in sys.modules.items() if name.startswith("transformers."))]:
+        if getattr(module, "resolve_trust_remote_code", None) is original:
+            module.resolve_trust_remote_code = never
 
 
 def _quantize_main(src: str, dst: str, quant: str) -> None:
@@ -219,7 +228,6 @@ def main(argv: list[str] | None = None) -> None:
     fetch.add_argument("--version", default=None, help="llama-cpp-python version (default: the installed one)")
     conv = sub.add_parser("convert", help="(internal) run the converter")
     conv.add_argument("llama_cpp_dir")
-    conv.add_argument("pretokenizer", help="fallback pre-tokenizer name, or '' for none")
     conv.add_argument("converter_args", nargs=argparse.REMAINDER)
     quant = sub.add_parser("quantize", help="(internal) run llama_model_quantize")
     quant.add_argument("src")
@@ -235,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         except UserError as e:
             sys.exit(f"error: {e}")
     elif args.cmd == "convert":
-        _convert_main(args.llama_cpp_dir, args.pretokenizer, args.converter_args)
+        _convert_main(args.llama_cpp_dir, args.converter_args)
     else:
         _quantize_main(args.src, args.dst, args.quant)
 

@@ -24,7 +24,9 @@ from pathlib import Path
 from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
 from dispatchtune.runinfo import read_run_info
+from dispatchtune.paths import check_output_dir, disk_space_errors
 from dispatchtune.train.mask import end_of_turn_token
+from dispatchtune.train.sft import resolve_model
 
 from . import (
     VERIFY_FILE, Tolerance, compare_logits, existing_output, hf_logits, token_ids, verification_prompts, write_json,
@@ -72,6 +74,7 @@ def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenize
           force: bool = False, run_dir: Path | None = None) -> dict:
     """Merge, verify, and (if verified) write `out_dir`; return the verify report (`passed` says which).
     `run_dir`: the training run, whose run.json says whether it was QLoRA."""
+    check_output_dir(out_dir, "merge output")
     done = existing_output(out_dir, force)
     if done:
         return {**done, "skipped": True}
@@ -79,12 +82,16 @@ def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenize
     base = base or adapter_config.base_model_name_or_path
     if not base:
         raise UserError(f"{adapter_dir}/adapter_config.json names no base model; pass --base")
+    base_path = resolve_model(base)  # a local model directory, or a Hub id in the cache
 
     import torch
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(base)
+    try:
+        config = AutoConfig.from_pretrained(base_path)
+    except (OSError, ValueError) as e:  # a config.json that is not JSON, or names no known model type
+        raise UserError(f"base {base}: its config.json cannot be read: {str(e).splitlines()[0]}") from None
     if getattr(config, "quantization_config", None):
         raise UserError(f"base {base} is a quantised checkpoint; merge needs its full-precision original (--base)")
     dtype = _dtype_name(config)
@@ -95,20 +102,20 @@ def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenize
     prompts = verification_prompts(tokenizer)
     ids = [token_ids(tokenizer, p) for p in prompts]
 
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32), adapter_dir)
     model.eval()
     reference = [hf_logits(model, i) for i in ids]
     merged = model.merge_and_unload().to(getattr(torch, dtype))
     del model
 
-    with staging(out_dir, directory=True) as tmp:
+    with staging(out_dir, directory=True) as tmp, disk_space_errors(out_dir):
         generation = merged.generation_config
         generation.eos_token_id = stop_token_ids(tokenizer, generation)
         if generation.pad_token_id is None:
             generation.pad_token_id = tokenizer.pad_token_id
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        _keep_sentencepiece_model(base, tokenizer_dir or adapter_dir, tmp)
+        _keep_sentencepiece_model(base_path, tokenizer_dir or adapter_dir, tmp)
         del merged
         reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, dtype)).eval()
         metrics = compare_logits(reference, [hf_logits(reloaded, i) for i in ids])
@@ -149,14 +156,24 @@ def _keep_sentencepiece_model(base: str, tokenizer_dir: Path, out: Path) -> None
     from tokenizer.model; without it, it takes the BPE path and refuses the unknown pre-tokenizer. The GGUF
     tokenizer parity check catches a file that does not match the tokenizer.
     """
-    from transformers.utils import cached_file
-
     source = Path(tokenizer_dir) / "tokenizer.model"
     if not source.is_file():
-        found = cached_file(base, "tokenizer.model", _raise_exceptions_for_missing_entries=False)
-        source = Path(found) if found else None
+        source = _base_file(base, "tokenizer.model")
     if source and not (out / "tokenizer.model").exists():
         shutil.copyfile(source, out / "tokenizer.model")
+
+
+def _base_file(base: str, name: str) -> Path | None:
+    """The base model's file `name` (from its directory, or the Hub and its cache), or None where it has none."""
+    if Path(base).is_dir():
+        return Path(base) / name if (Path(base) / name).is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(base, name))
+    except EntryNotFoundError:  # not in the repository, or (offline) not in the cache
+        return None
 
 
 def read_adapter_config(adapter_dir: Path):

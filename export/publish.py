@@ -81,16 +81,38 @@ def publish(run_dir: Path, repo_id: str, *, include: list[str], private: bool = 
         return files
 
     from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    print(f"publish: uploading {len(files)} files to {url}")
-    commit = api.create_commit(
-        repo_id, operations=[CommitOperationAdd(path_in_repo=path, path_or_fileobj=local) for path, local in files],
-        commit_message=f"dispatchtune: publish run {run_dir.resolve().name}",
-    )
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        print(f"publish: uploading {len(files)} files to {url}")
+        commit = api.create_commit(
+            repo_id, operations=[CommitOperationAdd(path_in_repo=path, path_or_fileobj=local) for path, local in files],
+            commit_message=f"dispatchtune: publish run {run_dir.resolve().name}",
+        )
+    except HfHubHTTPError as e:
+        raise UserError(_refusal(e, repo_id)) from None
+    except Exception as e:  # noqa: BLE001 - re-raised unless the network failed
+        # the client's transport errors (httpx's or httpx2's TransportError, as the hub version has it)
+        if not isinstance(e, OSError) and not any(c.__name__ == "TransportError" for c in type(e).__mro__):
+            raise
+        raise UserError(f"cannot reach the Hub at {api.endpoint} ({e}); check the connection (or HF_ENDPOINT) "
+                        "and run again") from None
     print(f"publish: {commit.commit_url}")
     return files
+
+
+def _refusal(e, repo_id: str) -> str:
+    """What the Hub's refusal means for the user, in one line (the client's message names no token)."""
+    status = e.response.status_code if e.response is not None else None
+    said = (getattr(e, "server_message", None) or str(e)).strip().splitlines()[0]
+    if status == 401:
+        return ("the Hub refused the token (401 Unauthorized: expired, revoked or mistyped); log in again with "
+                "`hf auth login` or set HF_TOKEN")
+    if status == 403:
+        return f"the token may not write to {repo_id} (403 Forbidden: {said}); use a token with write access there"
+    return f"the Hub refused publishing to {repo_id} ({status or 'no response'}: {said}); nothing was committed"
 
 
 def _verified(stage_dir: Path) -> Path:

@@ -285,14 +285,14 @@ def train_once(setup: str, args, work: Path) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from dispatchtune.train.config import load_recipe
-    from dispatchtune.train.sft import _set_model_init, check_packing, peft_config
+    from dispatchtune.train.sft import _set_model_init, check_packing
 
     cuda = torch.cuda.is_available()
     s = settings(args)
     overrides = [f"run.dir={work / setup}", f"training.max_steps={s['steps']}", "training.logging_steps=1",
                  f"training.per_device_train_batch_size={s['rows']}", f"training.max_length={s['seq_len']}",
                  f"training.gradient_accumulation_steps={args.grad_accum}", "training.save_strategy=no",
-                 "training.disable_tqdm=true", f"lora.qlora={str(args.qlora).lower()}"]
+                 "training.disable_tqdm=true", f"model.qlora={str(args.qlora).lower()}"]
     recipe = load_recipe(RECIPE, overrides + ([f"model.attn_implementation={args.attn}"] if args.attn else []))
     quantization = _set_model_init(recipe, PartialState())
     model_path = model_dir(args.model, work)
@@ -306,11 +306,10 @@ def train_once(setup: str, args, work: Path) -> dict:
                            max_length=ours.max_length, learning_rate=ours.learning_rate,
                            lr_scheduler_type=ours.lr_scheduler_type, warmup_steps=ours.warmup_steps, seed=ours.seed,
                            logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, bf16=cuda)
-    lora = recipe.lora
     trainer = SFTTrainer(
         model=str(model_path), args=config, train_dataset=dataset,
         processing_class=AutoTokenizer.from_pretrained(work / "tiny"),
-        peft_config=peft_config(lora),
+        peft_config=recipe.lora,
         quantization_config=quantization,
     )
     if trainer.padding_free:

@@ -1,10 +1,16 @@
-"""Shared test fixtures: tiny models built once per session, and the sample data beside the repository."""
+"""Shared test fixtures: tiny models built once per session, llama.cpp's converter for them, and the sample data
+beside the repository."""
 
+import os
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from dispatchtune.export import llama_cpp_tools
 from dispatchtune.tiny_models import build_tiny_model
+from llama_cpp_tiny import tree
 
 # Real sample data (ToolBench, format examples) lives beside the repository, not in it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -32,3 +38,35 @@ def user_folder(tmp_path_factory) -> Path:
     for name in ("train", "eval", "export", "data_prep"):
         (folder / f"{name}.py").write_text(f"raise SystemExit(\"the user's own {name}.py was imported\")\n")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_cpp(tmp_path_factory):
+    """From its first use on, LLAMA_CPP_DIR for the session is a llama.cpp tree whose converter knows the tiny
+    tokenizers' pre-tokenizers (tests/llama_cpp_tiny.py). Yields (tree, real): the real tree is the installed one,
+    which the product runs unpatched; None where llama.cpp's converter is not installed."""
+    real = Path(os.environ.get("LLAMA_CPP_DIR") or
+                llama_cpp_tools.CACHE_DIR / f"llama.cpp-{llama_cpp_tools.llama_cpp_version()}")
+    if not (real / "convert_hf_to_gguf.py").is_file():
+        yield None
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        shim = tree(tmp_path_factory.mktemp("llama.cpp-tiny"), real)
+        mp.setenv("LLAMA_CPP_DIR", str(shim))
+        yield SimpleNamespace(tree=shim, real=real)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 512 KiB (a tmpfs) for a stage to fill up; skipped where this process cannot mount one
+    (it needs root and the right to mount, which containers often lack)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True) \
+        if os.geteuid() == 0 else None
+    if not done or done.returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)

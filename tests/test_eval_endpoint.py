@@ -53,19 +53,15 @@ def cases_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gguf(tiny_models, tmp_path_factory):
+def gguf(tiny_models, tiny_llama_cpp, tmp_path_factory):
     pytest.importorskip("llama_cpp.server.app", reason="pip install 'llama-cpp-python[server]'")
     from dispatchtune.export import llama_cpp_tools
 
-    try:
-        llama_cpp_tools.converter_dir()
-    except UserError as e:
-        pytest.skip(f"llama.cpp's converter is not set up: {e}")
+    if tiny_llama_cpp is None:
+        pytest.skip("llama.cpp's converter is not set up (scripts/install_export_tools.sh)")
     model = tiny_models("qwen3")
     out = tmp_path_factory.mktemp("gguf") / "tiny-f32.gguf"
-    tokenizer_json = json.loads((model / "tokenizer.json").read_text())
-    llama_cpp_tools.convert(model, out, "f32", out.with_suffix(".log"),
-                            pretokenizer=llama_cpp_tools.pretokenizer_for(tokenizer_json))
+    llama_cpp_tools.convert(model, out, "f32", out.with_suffix(".log"))
     return out
 
 

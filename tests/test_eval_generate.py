@@ -211,24 +211,21 @@ def test_a_plain_text_end_of_turn_stops_as_a_string(tiny_models, tmp_path):
     assert backend.generate(["prompt"]) == [("Hello", len(generated), True)]
 
 
-def test_gguf_gives_the_same_predictions_as_transformers(tiny_models, cases_file, adapter, adapter_run, tmp_path):
+def test_gguf_gives_the_same_predictions_as_transformers(tiny_models, tiny_llama_cpp, cases_file, adapter,
+                                                         adapter_run, tmp_path):
     pytest.importorskip("llama_cpp")
     from dispatchtune.export import llama_cpp_tools
 
-    try:
-        llama_cpp_tools.converter_dir()
-    except UserError as e:
-        pytest.skip(f"llama.cpp's converter is not set up: {e}")
+    if tiny_llama_cpp is None:
+        pytest.skip("llama.cpp's converter is not set up (scripts/install_export_tools.sh)")
     from peft import PeftModel
 
     merged = tmp_path / "merged"
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_models("qwen3")), adapter).merge_and_unload() \
         .save_pretrained(merged)
     AutoTokenizer.from_pretrained(adapter).save_pretrained(merged)
-    tokenizer_json = json.loads((merged / "tokenizer.json").read_text())
     gguf = tmp_path / "model-f32.gguf"
-    llama_cpp_tools.convert(merged, gguf, "f32", tmp_path / "convert.log",
-                            pretokenizer=llama_cpp_tools.pretokenizer_for(tokenizer_json))
+    llama_cpp_tools.convert(merged, gguf, "f32", tmp_path / "convert.log")
     assert eval_run("--model", merged, "--gguf", gguf, "--cases", cases_file, "--out", tmp_path / "gguf",
                     "--max-new-tokens", MAX_NEW, "--template-kwargs", json.dumps(THINKING_OFF)) == 0
     assert predictions(tmp_path / "gguf") == predictions(adapter_run)

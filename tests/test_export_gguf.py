@@ -2,7 +2,8 @@
 
 Needs llama-cpp-python and llama.cpp's converter (scripts/install_export_tools.sh); skips cleanly without them.
 The tiny tokenizers are trained locally, so llama.cpp cannot recognise their pre-tokenizer by its hash: these tests
-opt in with --allow-unknown-pretokenizer, and the tokenizer parity check proves the mapped one splits identically.
+convert through tests/llama_cpp_tiny.py's tree (the `tiny_llama_cpp` fixture), and the tokenizer parity check
+proves the mapped pre-tokenizer splits identically. The product itself runs the converter unpatched.
 """
 
 import importlib.util
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def merged(tiny_models, tmp_path_factory):
+def merged(tiny_models, tiny_llama_cpp, tmp_path_factory):
     """`merged(family) -> Path`: a merged model of the family's tiny model and a LoRA adapter that changes it."""
     root, done = tmp_path_factory.mktemp("gguf_merged"), {}
 
@@ -61,7 +62,7 @@ def test_export_verifies_every_quant(merged, tmp_path, family):
 
     out = tmp_path / "gguf"
     started = time.monotonic()
-    report = export_gguf(merged(family), out, QUANTS, name=family, allow_unknown_pretokenizer=True)
+    report = export_gguf(merged(family), out, QUANTS, name=family)
     print(f"{family}: export + verify {time.monotonic() - started:.1f} s")
     for f in report["files"]:
         print(f"  {f['quant']}: {json.dumps(f['logits'])} greedy={f['greedy']}")
@@ -83,22 +84,24 @@ def test_export_verifies_every_quant(merged, tmp_path, family):
     assert by_quant["f16"]["greedy"] in ("equal", "near-tie") and by_quant["q8_0"]["greedy"] is None
     assert by_quant["q4_k_m"]["size_mb"] < by_quant["q8_0"]["size_mb"] < by_quant["f16"]["size_mb"]
     assert not list(tmp_path.glob(".gguf.partial-*"))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes it, not mkdtemp's 0700
 
 
 def test_rerun_skips_and_other_quants_need_force(merged, tmp_path, capsys):
-    args = ["export", "gguf", "--model", str(merged("qwen3")), "--out", str(tmp_path / "g"), "--quant", "q8_0",
-            "--allow-unknown-pretokenizer"]
+    args = ["export", "gguf", "--model", str(merged("qwen3")), "--out", str(tmp_path / "g"), "--quant", "q8_0"]
     assert main(args) == 0
     stamp = (tmp_path / "g" / "verify.json").stat().st_mtime_ns
     assert main(args) == 0 and "(existing)" in capsys.readouterr().out
     assert (tmp_path / "g" / "verify.json").stat().st_mtime_ns == stamp
-    assert main([*args[:-2], "f16", "--allow-unknown-pretokenizer"]) == 2
+    assert main([*args[:-1], "f16"]) == 2
     assert "--force" in capsys.readouterr().err
 
 
-def test_unrecognised_pretokenizer_is_an_error_without_the_opt_in(merged, tmp_path, monkeypatch):
-    monkeypatch.delenv("DISPATCHTUNE_ALLOW_UNKNOWN_PRETOKENIZER", raising=False)
-    with pytest.raises(UserError, match="pre-tokenizer was not recognized"):
+def test_the_product_runs_the_converter_unpatched(merged, tiny_llama_cpp, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(tiny_llama_cpp.real))  # llama.cpp as installed, no test support
+    with pytest.raises(UserError, match="pre-tokenizer was not recognized.*published models"):
         export_gguf(merged("llama-3.2"), tmp_path / "g", ["f16"], name="m")
     assert list(tmp_path.iterdir()) == []
 
@@ -107,8 +110,7 @@ def test_opt_is_refused_before_any_work(merged, tmp_path, capsys):
     model = merged("opt")
     capsys.readouterr()
     started = time.monotonic()
-    code = main(["export", "gguf", "--model", str(model), "--out", str(tmp_path / "g"),
-                 "--allow-unknown-pretokenizer"])
+    code = main(["export", "gguf", "--model", str(model), "--out", str(tmp_path / "g")])
     err = capsys.readouterr().err
     assert code == 2 and "cannot convert OPTForCausalLM" in err and len(err.strip().splitlines()) == 1
     assert time.monotonic() - started < 10 and list(tmp_path.iterdir()) == []
@@ -155,8 +157,7 @@ def test_failed_conversion_leaves_no_file_behind(merged, tmp_path, fake_llama_cp
 
 def test_killed_export_leaves_nothing_at_the_final_path(merged, tmp_path, fake_llama_cpp):
     out = tmp_path / "out" / "gguf"
-    env = {k: v for k, v in os.environ.items() if k != "DISPATCHTUNE_ALLOW_UNKNOWN_PRETOKENIZER"}
-    env["FAKE_CONVERTER_HANG"] = "1"
+    env = {**os.environ, "FAKE_CONVERTER_HANG": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dispatchtune", "export", "gguf", "--model", str(merged("qwen3")), "--out", str(out),
          "--quant", "f16"], cwd=REPO, env=env, start_new_session=True,

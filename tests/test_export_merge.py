@@ -146,6 +146,7 @@ def test_user_mistakes_are_one_line_errors(tiny_models, tmp_path, capsys):
     config = json.loads((base / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
     (quantised / "config.json").write_text(json.dumps(config))
+    (quantised / "model.safetensors").symlink_to(base / "model.safetensors")
     assert main(["merge", "--adapter", str(adapter), "--out", str(tmp_path / "m"), "--base", str(quantised)]) == 2
     assert "full-precision original" in capsys.readouterr().err
 

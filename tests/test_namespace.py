@@ -2,6 +2,7 @@
 from a folder that holds a user's own train.py, eval.py, export.py and data_prep.py (the two-process
 `accelerate launch -m dispatchtune.train` from such a folder is in test_train.py)."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,14 +13,20 @@ BIN = Path(sys.executable).parent
 
 
 def test_wheel_installs_one_top_level_package(tmp_path):
+    # Built from a copy of the tracked tree (links kept as links), so no stale build/ folder can add files.
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    source = tmp_path / "source"
+    for name in tracked:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name, follow_symlinks=False)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
+                    str(tmp_path), str(source)], check=True, capture_output=True, cwd=tmp_path)
     (wheel,) = tmp_path.glob("dispatchtune-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"dispatchtune"}
     for stage in ("data_prep/prep.py", "train/sft.py", "train/templates/chatml_tools.jinja", "eval/score.py",
-                  "eval/suite/dispatch.json", "export/gguf.py"):
+                  "eval/suite/dispatch.json", "export/gguf.py", "recipes/qwen3-0.6b.yaml"):
         assert f"dispatchtune/{stage}" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()

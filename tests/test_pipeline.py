@@ -35,9 +35,9 @@ def dispatch(run_dir: Path, *overrides: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def env(tiny_models):
+def env(tiny_models, tiny_llama_cpp):
     """tiny:qwen3 resolves to the session's tiny model; no network, wandb offline; the recipe's data.inputs are
-    relative to the repository root."""
+    relative to the repository root; llama.cpp's converter knows the tiny tokenizer (tests/llama_cpp_tiny.py)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DISPATCHTUNE_TINY_CACHE", str(tiny_models("qwen3").parent))
         mp.setenv("HF_HUB_OFFLINE", "1")

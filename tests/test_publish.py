@@ -10,6 +10,7 @@ that arrive and where the token went.
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ class FakeHub:
         self.commits: list[list[dict]] = []  # NDJSON lines of each commit
         self.created: list[dict] = []
         self.validated: list[str] = []
+        self.refuse: dict[str, int] = {}  # a fragment of a request's path -> the HTTP status to answer it with
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +54,9 @@ class FakeHub:
                 hub.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
                                      "body": body})
                 parts = self.path.split("?")[0].strip("/").split("/")
+                for fragment, status in hub.refuse.items():
+                    if fragment in self.path:
+                        return self._reply(status, {"error": f"refused with {status}"})
                 if self.path == "/api/repos/create":
                     hub.created.append(json.loads(body))
                     repo = json.loads(body)
@@ -244,3 +249,30 @@ def test_card_with_eval_reports_uses_the_eval_comparison_table(run_dir):
     assert "Not evaluated" not in card and "### AST match by category" in card
     assert "30.0%" in card and "90.0%" in card
     assert "license: other" in card and "the base model's" in card
+
+
+@pytest.mark.parametrize("where, status, message", [
+    ("/api/repos/create", 401, "the Hub refused the token (401 Unauthorized: expired, revoked or mistyped); log in "
+                               "again with `hf auth login` or set HF_TOKEN"),
+    ("/commit/", 403, "the token may not write to acme/x (403 Forbidden: refused with 403); use a token with write"),
+    ("/preupload", 400, "the Hub refused publishing to acme/x (400: refused with 400); nothing was committed"),
+])
+def test_every_hub_refusal_is_one_line_without_the_token(hub, run_dir, where, status, message):
+    hub.refuse[where] = status
+    result = publish_cli(run_dir, hub.url, "--repo", "acme/x")
+    err = [line for line in result.stderr.strip().splitlines() if not re.search(r"\d+%\|", line)]  # upload bars
+    assert result.returncode == 2 and len(err) == 1, result.stderr
+    assert err[0].startswith("dispatchtune publish: error: ") and message in err[0], err[0]
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_an_unreachable_hub_is_one_line(run_dir, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    result = publish_cli(run_dir, url, "--repo", "acme/x")
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1, result.stderr
+    assert f"cannot reach the Hub at {url} (" in err[0] and "check the connection (or HF_ENDPOINT)" in err[0]

@@ -110,6 +110,32 @@ def test_tiny_recipe_trains_and_the_adapter_reloads(data, tmp_path):
     assert not (tmp_path / "adapter/training_args.bin").exists()
 
 
+@pytest.mark.parametrize("variant", ["use_dora", "use_rslora"])
+def test_peft_variants_train_straight_from_the_recipe(data, tmp_path, variant):
+    """`lora` is PEFT's LoraConfig: DoRA and rsLoRA need nothing of ours but the recipe key."""
+    info = train(load_recipe(TINY, overrides(tmp_path, data, f"lora.{variant}=true", "training.max_steps=2")))
+    assert info["metrics"]["steps"] == 2 and info["recipe"]["lora"][variant] is True
+    saved = json.loads((tmp_path / "adapter/adapter_config.json").read_text())
+    assert saved[variant] is True and saved["r"] == 8 and saved["lora_alpha"] == 16
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(info["model"]["resolved"]),
+                                      tmp_path / "adapter")
+    layer = tuned.base_model.model.model.layers[0].self_attn.q_proj
+    if variant == "use_dora":  # DoRA learns a magnitude per output feature beside the low-rank update
+        assert layer.lora_magnitude_vector["default"].weight.shape == (layer.out_features,)
+    else:  # rsLoRA scales the update by alpha / sqrt(r), not alpha / r
+        assert layer.scaling["default"] == pytest.approx(16 / 8 ** 0.5)
+
+
+def test_full_disk_while_training_is_one_line(data, small_disk, capsys):
+    """The first checkpoint (adapter and optimizer state, about 1 MB) does not fit on a 512 KiB disk."""
+    args = overrides(small_disk / "run", data, "training.max_steps=2", "training.save_steps=1")
+    assert main(["train", "--recipe", TINY, *args]) == 2
+    said = re.split(r"[\r\n]", capsys.readouterr().err)
+    err = [line for line in said if line.strip() and not re.search(r"\d+%\|", line)]  # progress bars aside
+    assert err == [f"dispatchtune train: error: no space left on the device of {small_disk}/run/checkpoints while "
+                   "writing there; free some space (or write elsewhere) and run again"]
+
+
 def test_two_process_ddp_writes_one_adapter(data, tmp_path, user_folder):
     # Two processes on CPU: `--multi_gpu` makes accelerate start them (torchrun), ACCELERATE_USE_CPU makes them join
     # over gloo on the CPU. (`--cpu --num_processes 2` alone starts one process unless mpirun is set up.) It runs
@@ -205,6 +231,18 @@ def test_wandb_offline_run_is_recorded(data, tmp_path):
     assert (tmp_path / "wandb_run_id").read_text().strip() == run_id  # what --resume continues
 
 
+def empty_dir(tmp_path) -> Path:
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+def config_only(tmp_path) -> Path:
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    (folder / "config.json").write_text((Path(os.environ["DISPATCHTUNE_TINY_CACHE"]) / "qwen3/config.json").read_text())
+    return folder
+
+
 def no_tool_calls(tmp_path) -> Path:
     path = tmp_path / "chat.jsonl"
     sample = Sample([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], [],
@@ -221,8 +259,12 @@ def no_tool_calls(tmp_path) -> Path:
     ("no tool calls", r"chat.jsonl \(1 samples\) holds no assistant tool calls"),
     ("prompt too long", r"max_length 300 is shorter than the prompt of .*sharegpt_tools.json record 0 \(\d+ tokens\); "
                         r"raise training.max_length or filter with `prep --tokenizer ... --max-tokens 300`"),
-    ("qlora on cpu", r"QLoRA needs a CUDA GPU \(bitsandbytes 4-bit\); set lora.qlora=false"),
+    ("qlora on cpu", r"QLoRA needs a CUDA GPU \(bitsandbytes 4-bit\); set model.qlora=false"),
     ("missing data", "data file .*missing.jsonl not found; run `dispatchtune prep"),
+    ("no such modules", r"lora.target_modules \['nope_proj', 'q_prj'\] match no module of tiny:qwen3; its linear "
+                        r"layers are down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"),
+    ("empty model dir", "model directory .*empty holds no model \\(no config.json\\)"),
+    ("model dir without weights", "model directory .*config-only holds no weights"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(data, tmp_path, capsys, case, message):
     if case == "qlora on cpu" and torch.cuda.is_available():
@@ -234,8 +276,14 @@ def test_user_mistakes_are_one_line_and_exit_2(data, tmp_path, capsys, case, mes
                             *overrides(tmp_path, data)],
         "no tool calls": ["train", "--recipe", TINY, *overrides(tmp_path, no_tool_calls(tmp_path))],
         "prompt too long": ["train", "--recipe", TINY, *overrides(tmp_path, data, "training.max_length=300")],
-        "qlora on cpu": ["train", "--recipe", TINY, "lora.qlora=true", *overrides(tmp_path, data)],
+        "qlora on cpu": ["train", "--recipe", TINY, "model.qlora=true", *overrides(tmp_path, data)],
         "missing data": ["train", "--recipe", TINY, *overrides(tmp_path, tmp_path / "missing.jsonl")],
+        "no such modules": ["train", "--recipe", TINY, "lora.target_modules=[q_prj,nope_proj]",
+                            *overrides(tmp_path, data)],
+        "empty model dir": ["train", "--recipe", TINY, f"model.name_or_path={empty_dir(tmp_path)}",
+                            *overrides(tmp_path, data)],
+        "model dir without weights": ["train", "--recipe", TINY, f"model.name_or_path={config_only(tmp_path)}",
+                                      *overrides(tmp_path, data)],
     }[case]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

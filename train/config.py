@@ -1,24 +1,34 @@
 """Recipes: one YAML file per model, read into dataclasses, with `section.key=value` overrides on the command line.
 
-A recipe has seven sections. `model`, `lora`, `data`, `run`, `eval` and `export` are the dataclasses below (`eval`
-and `export`, and `data`'s prep settings, are read by `dispatchtune run` only); `training` is TRL's `SFTConfig`,
-field for field, so everything TRL documents can be set there. Each section is parsed the way
-`trl.TrlParser` reads a `--config` file: the values become argparse defaults, and argparse converts strings with the
-field's type (PyYAML reads `1e-4` as a string; here it becomes a float). A key that is not a field is an error
-naming its section and the closest field, rather than TrlParser's silent pass-through.
+A recipe has seven sections. `model`, `data`, `run`, `eval` and `export` are the dataclasses below (`eval` and
+`export`, and `data`'s prep settings, are read by `dispatchtune run` only); `lora` is PEFT's `LoraConfig` and
+`training` is TRL's `SFTConfig`, field for field, so everything PEFT and TRL document can be set there (DoRA with
+`lora.use_dora`, rsLoRA with `lora.use_rslora`, `modules_to_save`, `layers_to_transform`, ...). Sections are parsed
+the way `trl.TrlParser` reads a `--config` file: the values become argparse defaults, and argparse converts strings
+with the field's type (PyYAML reads `1e-4` as a string; here it becomes a float). `LoraConfig`'s union-typed fields
+are more than argparse can take, so `lora` goes through pydantic, which converts by the same annotations. A key that
+is not a field is an error naming its section and the closest field, rather than TrlParser's silent pass-through.
 
-Defaults that depend on the machine (bf16, gradient checkpointing, Liger) or on the run directory (output_dir,
-report_to, run_name) sit beneath the recipe's own `training` values, so a recipe states only what it means.
-Path values expand environment variables (`run.dir=runs/sweep/$WANDB_RUN_ID` gives each sweep run its own directory).
+Defaults that depend on the machine (bf16, gradient checkpointing, Liger, pinned memory) or on the run directory
+(output_dir, report_to, run_name) sit beneath the recipe's own `training` values, and LORA_DEFAULTS beneath its `lora`
+values, so a recipe states only what it means. Path values expand environment variables
+(`run.dir=runs/sweep/$WANDB_RUN_ID` gives each sweep run its own directory).
+
+Values the types allow but training cannot use (a negative learning rate, `lora.r=0`, `training.max_steps=0`, an
+unknown dtype...) are refused by `check_values`, here, before any model loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import importlib.util
+import math
 import os
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +36,9 @@ from typing import Any
 import yaml
 
 from dispatchtune.errors import UserError
+from dispatchtune.paths import check_output_dir
+
+from . import catalog
 
 
 @dataclass
@@ -35,16 +48,15 @@ class ModelArgs:
     template_kwargs: dict | None = None  # extra variables for the template (Llama's `date_string`)
     dtype: str = "auto"  # auto: bfloat16 where the GPU has it, else float32; or bfloat16 / float16 / float32
     attn_implementation: str = "auto"  # auto: flash_attention_2 where CUDA has it (or `kernels`), else sdpa
+    qlora: bool = False  # QLoRA: the base loaded in 4-bit NF4 (bitsandbytes, double quantisation, bf16 compute); CUDA
     trust_remote_code: bool = False
 
 
-@dataclass
-class LoraArgs:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"  # module names, "all-linear", or a PEFT regex
-    qlora: bool = False  # 4-bit NF4 base (bitsandbytes, double quantisation, bf16 compute); needs CUDA
+# Our `lora` defaults, beneath the recipe's values (PEFT's own are r=8, alpha 8, no dropout, q_proj/v_proj only).
+LORA_DEFAULTS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
+# LoraConfig fields PEFT fills in itself when it builds or saves the adapter; a recipe setting them would break it.
+LORA_RESERVED = ("task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
+                 "inference_mode")
 
 
 @dataclass
@@ -83,48 +95,47 @@ class EvalArgs:
 @dataclass
 class ExportArgs:
     quants: list[str] = field(default_factory=lambda: ["f16", "q8_0", "q4_k_m"])  # GGUF types; [] for no GGUF
-    allow_unknown_pretokenizer: bool = False  # only for tokenizers trained locally (the tiny models)
 
 
 @dataclass
 class Recipe:
     path: Path
     model: ModelArgs
-    lora: LoraArgs
+    lora: Any  # peft.LoraConfig
     data: DataArgs
     run: RunArgs
     eval: EvalArgs
     export: ExportArgs
     training: Any  # trl.SFTConfig
     training_keys: list[str] = field(default_factory=list)  # the training fields the recipe or our defaults set
+    lora_keys: list[str] = field(default_factory=list)  # the same for lora
 
     @property
     def dir(self) -> Path:
         return Path(self.run.dir)
 
     def to_dict(self) -> dict:
-        """The resolved recipe: every field of our sections, and the `training` fields set by the recipe, its
-        overrides or our machine defaults (the rest are TRL's defaults of the recorded version)."""
+        """The resolved recipe: every field of our sections, and the `lora` and `training` fields set by the
+        recipe, its overrides or our defaults (the rest are PEFT's and TRL's defaults of the recorded versions)."""
         training = self.training.to_dict()
         return {
             "path": str(self.path),
             **{name: dataclasses.asdict(getattr(self, name)) for name in OUR_SECTIONS},
+            "lora": {k: _plain(getattr(self.lora, k)) for k in self.lora_keys},
             "training": {k: training[k] for k in self.training_keys},
         }
 
 
-SECTIONS = {"model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "run": RunArgs, "eval": EvalArgs,
+SECTIONS = {"model": ModelArgs, "lora": None, "data": DataArgs, "run": RunArgs, "eval": EvalArgs,
             "export": ExportArgs, "training": None}
 OUR_SECTIONS = [name for name, cls in SECTIONS.items() if cls]
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), *, prep_inputs: bool = False) -> Recipe:
-    """The recipe at `path` with `section.key=value` overrides applied; UserError for any unknown key or bad value.
-    prep_inputs (`dispatchtune run`): data.inputs are prepared into RUN/data, where training reads them, so the
-    recipe may set data.inputs or data.train/data.heldout, not both."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"recipe file {path} not found; pass one of recipes/*.yaml or a path to your own")
+    """The recipe at `path` (a file, or a shipped recipe's name) with `section.key=value` overrides applied;
+    UserError for any unknown key or bad value. prep_inputs (`dispatchtune run`): data.inputs are prepared into
+    RUN/data, where training reads them, so the recipe may set data.inputs or data.train/data.heldout, not both."""
+    path = catalog.resolve(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -146,9 +157,9 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, prep_inputs: boo
         raw.setdefault(section, {})[name] = parsed if parsed is None or isinstance(parsed, list | dict) else value
     for section in raw:
         if section not in SECTIONS:
-            raise UserError(f"unknown recipe section {section!r}{_suggest(section, SECTIONS)}")
+            raise UserError(f"unknown recipe section {section!r}{_suggest(section, SECTIONS, 'a recipe')}")
 
-    model, lora, data, run, eval_, export = (_parse(s, SECTIONS[s], raw.get(s, {})) for s in OUR_SECTIONS)
+    model, data, run, eval_, export = (_parse(s, SECTIONS[s], raw.get(s, {})) for s in OUR_SECTIONS)
     if prep_inputs and data.inputs and (data.train is not None or data.heldout is not None):
         raise UserError("data.inputs are prepared into RUN/data, where training reads them; "
                         "set either data.inputs or data.train/data.heldout, not both")
@@ -168,8 +179,49 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, prep_inputs: boo
     from trl import SFTConfig
 
     training = _machine_defaults(run, raw.get("training", {})) | raw.get("training", {})
-    return Recipe(path, model, lora, data, run, eval_, export, _parse("training", SFTConfig, training),
-                  list(training))
+    lora = LORA_DEFAULTS | raw.get("lora", {})
+    recipe = Recipe(path, model, _parse_lora(lora), data, run, eval_, export, _parse("training", SFTConfig, training),
+                    list(training), list(lora))
+    check_values(recipe)
+    return recipe
+
+
+def check_values(recipe: Recipe) -> None:
+    """Refuse values each field's type allows but training cannot use, naming the key: what would otherwise fail
+    as a traceback after the model loaded, or silently train nothing."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    t, lora, model = recipe.training, recipe.lora, recipe.model
+
+    def refuse(key: str, value, expected: str):
+        raise UserError(f"{key}={value} is not usable: {expected}")
+
+    if not (math.isfinite(t.learning_rate) and t.learning_rate > 0):
+        refuse("training.learning_rate", t.learning_rate, "it must be a positive number")
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(t, key) < 1:
+            refuse(f"training.{key}", getattr(t, key), "it must be 1 or more")
+    if t.max_steps == 0 or t.max_steps < -1:
+        refuse("training.max_steps", t.max_steps, "it must be positive, or -1 to train training.num_train_epochs")
+    if t.max_steps == -1 and not (math.isfinite(t.num_train_epochs) and t.num_train_epochs > 0):
+        refuse("training.num_train_epochs", t.num_train_epochs, "it must be positive (or set training.max_steps)")
+    reporters = [*INTEGRATION_TO_CALLBACK, "all", "none"]
+    for name in t.report_to:
+        if name not in reporters:
+            refuse("training.report_to", name, f"expected one of {', '.join(reporters)}")
+    if lora.r < 1:
+        refuse("lora.r", lora.r, "the LoRA rank must be 1 or more")
+    if not 0 <= lora.lora_dropout <= 1:
+        refuse("lora.lora_dropout", lora.lora_dropout, "a dropout probability is between 0 and 1")
+    dtypes = ("auto", "bfloat16", "float16", "float32")
+    if model.dtype not in dtypes:
+        refuse("model.dtype", model.dtype, f"expected one of {', '.join(dtypes)}")
+    attention = ["auto", "eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+    if model.attn_implementation not in attention and "/" not in model.attn_implementation:  # or a Hub kernel
+        refuse("model.attn_implementation", model.attn_implementation,
+               f"expected one of {', '.join(attention)}, or a Hub kernel (org/name)")
+    check_output_dir(recipe.dir, "run.dir")
 
 
 def _machine_defaults(run: RunArgs, training: dict) -> dict:
@@ -188,6 +240,7 @@ def _machine_defaults(run: RunArgs, training: dict) -> dict:
         "bf16": cuda and torch.cuda.is_bf16_supported(),
         checkpointing: cuda,  # memory for longer packed sequences; on CPU the tiny models do not need it
         "use_liger_kernel": cuda and importlib.util.find_spec("liger_kernel") is not None,
+        "dataloader_pin_memory": cuda,  # pinned memory only speeds up copies to a GPU
     }
 
 
@@ -199,9 +252,13 @@ def _parse(section: str, cls: type, values: dict):
             raise UserError(re.sub(r"(argument )?--(\w+)(/--[\w-]+)*", rf"{section}.\2", message))
 
     names = [f.name for f in dataclasses.fields(cls) if f.init]
-    for key in values:
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
         if key not in names:
-            raise UserError(f"unknown recipe key {section}.{key}{_suggest(key, names)}")
+            raise UserError(f"unknown recipe key {section}.{key}{_suggest(key, names, _owner(cls))}")
+        if isinstance(value, list | dict) and not _accepts(hints[key], type(value)):
+            # argparse converts only strings: a list or mapping would reach the dataclass as it is
+            raise UserError(f"{section}.{key}: invalid {_type_name(hints[key])} value: {value!r}")
     parser = Parser([cls])
     parser.set_defaults_with_config(**{key: _as_arg(value) for key, value in values.items()})
     try:
@@ -211,6 +268,54 @@ def _parse(section: str, cls: type, values: dict):
     return parsed
 
 
+def _parse_lora(values: dict):
+    """PEFT's LoraConfig from the `lora` section, converted by its annotations and checked by its own __post_init__."""
+    from peft import LoraConfig
+    from pydantic import TypeAdapter, ValidationError
+
+    names = [f.name for f in dataclasses.fields(LoraConfig) if f.init and f.name not in LORA_RESERVED]
+    for key in values:
+        if key == "qlora":
+            raise UserError("unknown recipe key lora.qlora; QLoRA is how the base model loads: model.qlora")
+        if key in LORA_RESERVED:
+            raise UserError(f"lora.{key} is for PEFT to fill in (the adapter is a causal LM's); leave it out")
+        if key not in names:
+            raise UserError(f"unknown recipe key lora.{key}{_suggest(key, names, 'peft.LoraConfig')}")
+    try:
+        return TypeAdapter(LoraConfig).validate_python({**values, "task_type": "CAUSAL_LM"})
+    except ValidationError as e:
+        error = e.errors()[0]
+        if not error["loc"]:  # LoraConfig.__post_init__ refused a combination
+            raise UserError(f"recipe section lora: {error['msg'].removeprefix('Value error, ')}") from None
+        key = f"lora.{error['loc'][0]}"
+        kind = error["type"].split("_")[0]
+        if len(error["loc"]) == 1 and error["type"].endswith(("_parsing", "_type", "_from_float")):
+            raise UserError(f"{key}: invalid {kind} value: {error['input']!r}") from None
+        raise UserError(f"{key}: invalid value {error['input']!r} ({error['msg'].lower()})") from None
+
+
+def _plain(value):
+    """A LoraConfig value as JSON has it (PEFT turns target_modules into a set, task_type into an enum)."""
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _accepts(annotation, kind: type) -> bool:
+    """Whether a field annotated `annotation` takes a list (kind list) or a mapping (kind dict)."""
+    if annotation is Any:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_accepts(a, kind) for a in typing.get_args(annotation))
+    origin = typing.get_origin(annotation) or annotation
+    return origin in ((list, tuple, set) if kind is list else (dict,))
+
+
+def _type_name(annotation) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return getattr(args[0], "__name__", str(args[0]))
+
+
 def _as_arg(value):
     """Scalars as the strings argparse converts with the field's type, so `lora.r: 1.5` is an error, not 1.5."""
     if isinstance(value, bool):
@@ -218,11 +323,15 @@ def _as_arg(value):
     return str(value) if isinstance(value, int | float) else value
 
 
-def _suggest(word: str, choices) -> str:
+def _owner(cls: type) -> str:
+    return f"{cls.__module__.split('.')[0]}.{cls.__name__}"
+
+
+def _suggest(word: str, choices, owner: str) -> str:
     choices = list(choices)
     close = difflib.get_close_matches(word, choices, n=1)
     if close:
         return f"; did you mean {close[0]!r}?"
     if len(choices) > 10:
-        return " (training takes the fields of trl.SFTConfig)"
+        return f" (the section takes the fields of {owner})"
     return f"; expected one of: {', '.join(choices)}"

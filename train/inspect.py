@@ -11,10 +11,10 @@ import argparse
 import itertools
 import json
 import sys
-from pathlib import Path
 
 from dispatchtune.data_prep.sample import read_jsonl
 
+from .catalog import add_recipe_argument
 from .config import load_recipe
 from .sft import data_file, load_format
 
@@ -22,7 +22,7 @@ GREEN, RESET = "\033[32m", "\033[0m"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", required=True, type=Path, help="recipe YAML: its model, template and max_length")
+    add_recipe_argument(parser, "the recipe whose model, template and max_length to use")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides, as for train")
     parser.add_argument("--data", help="samples (JSON Lines from prep); default: the recipe's data.train")
     parser.add_argument("--n", type=_count, default=3, help="how many samples, from the top (default: %(default)s)")

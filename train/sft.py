@@ -18,6 +18,7 @@ to go stale); only the main process shows progress and writes the outputs.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -30,8 +31,10 @@ from pathlib import Path
 from dispatchtune.atomic import commit, remove_stale, staging_path
 from dispatchtune.data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
+from dispatchtune.paths import disk_space_errors
 from dispatchtune.runinfo import RUN_INFO, RunInfo, write_run_info
 
+from .catalog import add_recipe_argument
 from .checkpoints import last_complete_checkpoint
 from .config import Recipe, load_recipe
 
@@ -39,7 +42,7 @@ LIBRARIES = ("dispatchtune", "torch", "transformers", "trl", "peft", "datasets",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", required=True, type=Path, help="recipe YAML (recipes/<model>.yaml)")
+    add_recipe_argument(parser)
     parser.add_argument(
         "overrides", nargs="*", metavar="section.key=value",
         help="recipe overrides, e.g. training.learning_rate=1e-4 lora.r=32 run.dir=runs/r2",
@@ -61,12 +64,13 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
     from trl import SFTTrainer
 
     state = PartialState()
-    args, lora = recipe.training, recipe.lora
-    if lora.qlora and not torch.cuda.is_available():
-        raise UserError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit); set lora.qlora=false")
+    args = recipe.training
+    if recipe.model.qlora and not torch.cuda.is_available():
+        raise UserError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit); set model.qlora=false")
     last_checkpoint = _check_outputs(recipe, resume, state)
 
     model_path, tokenizer, fmt = load_format(recipe, model_path)
+    check_target_modules(recipe, model_path)
     train_set, eval_set, counts = _datasets(recipe, fmt, state.is_main_process)
     quantization = _set_model_init(recipe, state)
     state.print(f"model: {model_path} ({args.model_init_kwargs['dtype']}, attention "
@@ -78,20 +82,21 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
     wandb_run = _start_wandb(recipe, last_checkpoint) if state.is_main_process and "wandb" in args.report_to else None
     trainer = SFTTrainer(
         model=model_path, args=args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
-        peft_config=peft_config(lora), quantization_config=quantization, callbacks=list(callbacks),
+        peft_config=copy.deepcopy(recipe.lora), quantization_config=quantization, callbacks=list(callbacks),
     )
     if trainer.padding_free:
         check_packing(trainer.model, recipe.model.name_or_path)
     if state.is_main_process:
         trainer.model.print_trainable_parameters()
-    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    with disk_space_errors(args.output_dir):
+        result = trainer.train(resume_from_checkpoint=last_checkpoint)
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     eval_losses = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]
     info = RunInfo(
         recipe=recipe.to_dict(),
         model={"name_or_path": recipe.model.name_or_path, "resolved": model_path, **args.model_init_kwargs,
-               "qlora": lora.qlora},
+               "qlora": recipe.model.qlora},
         mask={"method": fmt.method, "end_of_turn": fmt.end_of_turn},
         data={"train": {"path": recipe.data.train, "sha256": _sha256(Path(recipe.data.train)), **counts},
               "heldout": _file_info(Path(recipe.data.heldout))},
@@ -108,7 +113,8 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     tokenizer.chat_template = fmt.inference_template  # save_model writes the tokenizer beside the adapter
-    _save(trainer, recipe.dir, info, state)
+    with disk_space_errors(recipe.dir):
+        _save(trainer, recipe.dir, info, state)
     if state.is_main_process:
         if wandb_run:
             wandb_run.summary.update({f"data/{k}": v for k, v in counts.items()})
@@ -122,12 +128,27 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
     return info.to_dict()
 
 
-def peft_config(lora):
-    """The PEFT LoraConfig of the recipe's `lora` section."""
-    from peft import LoraConfig
+def check_target_modules(recipe: Recipe, model_path: str) -> None:
+    """lora.target_modules must name modules the model has. PEFT finds out only once the weights are loaded, so
+    match its way (`check_target_module_exists`) on the model's skeleton, built without weights from its config."""
+    import torch
+    from peft.tuners.tuners_utils import check_target_module_exists
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-                      task_type="CAUSAL_LM")
+    lora = recipe.lora
+    if lora.target_modules is None or lora.target_modules == "all-linear":  # PEFT's own choice / every linear layer
+        return
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=recipe.model.trust_remote_code)
+    names = [name for name, _ in skeleton.named_modules() if name]
+    if any(check_target_module_exists(lora, name) for name in names):
+        return
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in skeleton.named_modules()
+                     if isinstance(module, torch.nn.Linear)})
+    targets = lora.target_modules if isinstance(lora.target_modules, str) else sorted(lora.target_modules)
+    raise UserError(f"lora.target_modules {targets} match no module of {recipe.model.name_or_path}; its linear "
+                    f"layers are {', '.join(linear)} (or use all-linear)")
 
 
 def check_packing(model, name: str) -> None:
@@ -186,7 +207,7 @@ def _set_model_init(recipe: Recipe, state):
     args.model_init_kwargs = {"dtype": _dtype(recipe.model.dtype),
                               "attn_implementation": _attn_implementation(recipe.model.attn_implementation),
                               "trust_remote_code": recipe.model.trust_remote_code, **(args.model_init_kwargs or {})}
-    if not recipe.lora.qlora:
+    if not recipe.model.qlora:
         return None
     from transformers import BitsAndBytesConfig
 
@@ -241,6 +262,7 @@ def resolve_model(name: str) -> str:
             cache = Path(os.environ.get("DISPATCHTUNE_TINY_CACHE", "~/.cache/dispatchtune/tiny")).expanduser()
             return str(build_tiny_model(name[5:], cache / name[5:]))
         if Path(name).is_dir():
+            check_model_dir(Path(name))
             return name
         try:
             hf_hub_download(name, "config.json")
@@ -253,6 +275,15 @@ def resolve_model(name: str) -> str:
         except HFValidationError:
             raise UserError(f"model {name} is neither a local directory nor a Hub id (org/name)") from None
     return name
+
+
+def check_model_dir(path: Path) -> None:
+    """A local model directory holds a transformers config and weights, not just anything."""
+    if not (path / "config.json").is_file():
+        raise UserError(f"model directory {path} holds no model (no config.json); pass a transformers model "
+                        "directory or a Hub id")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise UserError(f"model directory {path} holds no weights (*.safetensors); pass a complete model directory")
 
 
 def tokenized_dataset(fmt, samples, max_length: int | None, name: str, progress: bool):
