@@ -25,7 +25,7 @@ def test_wheel_installs_one_top_level_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"dispatchtune"}
-    for stage in ("data_prep/prep.py", "train/sft.py", "train/templates/chatml_tools.jinja", "eval/score.py",
+    for stage in ("data_prep/prep.py", "train/sft.py", "templates/chatml_tools.jinja", "eval/score.py",
                   "eval/suite/dispatch.json", "export/gguf.py", "recipes/qwen3-0.6b.yaml"):
         assert f"dispatchtune/{stage}" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
