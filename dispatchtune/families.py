@@ -2,7 +2,8 @@
 
 A family (qwen2.5, qwen3, qwen3.5, llama-3.2, smollm2, gemma3, opt) is the real checkpoint it stands for: its Hub id,
 its chat template, the template a recipe trains with where that one cannot carry tools, its end-of-turn and stop
-tokens, bos/eos/pad, whether llama.cpp can convert it to GGUF, and the config of its tiny test model. A chat template
+tokens, bos/eos/pad, whether llama.cpp can convert it to GGUF, the config of its tiny test model, its real vocabulary
+and published template where llama.cpp's sources carry them (`RealVocab`, `PublishedTemplate`). A chat template
 (`TEMPLATES`) knows how it writes tool calls (`CallFormat`: the description a model card gives, the parser eval uses)
 and how Ollama renders it (a Go `text/template`, plus Ollama's built-in parser where Ollama cannot read the calls
 from the template alone). Stages look facts up here; no other module spells a family's name or tokens.
@@ -673,7 +674,8 @@ FAMILIES: dict[str, Family] = {
                   "Qwen3.5's own vocabulary (248,044 BPE tokens, its added tokens from id 248044, config vocab_size "
                   "248320) is in no file here: llama.cpp's `qwen35` test vocabulary is Qwen2's BPE under Qwen3.5's "
                   "pre-tokenizer, so this tokenizer has Qwen3.5's split rule and token names over Qwen 2/3's "
-                  "vocabulary and ids")),
+                  "vocabulary and ids; llama.cpp's converter, which recognises the real one as `qwen35`, recognises "
+                  "this one as `qwen2` (its test text splits alike under both rules over this vocabulary)")),
         _qwen("qwen2.5", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2ForCausalLM", "qwen2.5", _QWEN2_5_PLAIN,
               _qwen2_5_config, _QWEN2_SPLIT, "qwen2", PublishedTemplate("Qwen-Qwen2.5-7B-Instruct.jinja")),
         # No pad token. config.json names bos and all three stop tokens as eos.

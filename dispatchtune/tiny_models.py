@@ -216,7 +216,7 @@ def cached_tiny_model(name: str) -> Path:
     family_name, _, vocab = name.partition(":")
     cache = Path(os.environ.get(CACHE_ENV, "~/.cache/dispatchtune/tiny")).expanduser()
     folder = cache / (f"{family_name}-{vocab}" if vocab else family_name)
-    return build_tiny_model(family_name, folder, **({"vocab": vocab} if vocab else {}))
+    return build_tiny_model(family_name, folder, vocab=vocab or "trained")
 
 
 def _reusable(out_dir: Path, recipe: dict) -> bool:
@@ -279,15 +279,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    vocab = getattr(args, "vocab", "trained")
     names = list(FAMILIES) if args.family == "all" else [args.family]
-    if args.family == "all" and vocab == "real":
+    if args.family == "all" and args.vocab == "real":
         names = [n for n in names if FAMILIES[n].real_vocab]
     for name in names:
         out = args.out / name if args.family == "all" else args.out
-        path = build_tiny_model(name, out, hidden_size=args.hidden_size, seed=args.seed,
-                                **({"vocab": vocab} if vocab != "trained" else {}))
-        print(f"{name}: {path} (stands for {FAMILIES[name].hub_id}{', real vocabulary' if vocab == 'real' else ''})")
+        path = build_tiny_model(name, out, hidden_size=args.hidden_size, seed=args.seed, vocab=args.vocab)
+        print(f"{name}: {path} (stands for {FAMILIES[name].hub_id}, {args.vocab} vocabulary)")
     return 0
 
 

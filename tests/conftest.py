@@ -29,15 +29,18 @@ def tiny_models(tmp_path_factory):
 def real_tiny_models():
     """`real_tiny_models(family) -> Path`: that family's tiny model with its real vocabulary (`tiny:<family>:real`).
     Each holds a 50-150 MB embedding and the first conversion of a vocabulary takes half a minute, so they are built
-    once into the tiny-model cache, as recipes build them, and reused by later sessions. Skips where llama.cpp's
-    vocabularies are not set up (scripts/install_export_tools.sh)."""
+    once into the tiny-model cache, as recipes build them, and reused by later sessions. The asking test skips where
+    llama.cpp's vocabularies are not set up (scripts/install_export_tools.sh)."""
     from dispatchtune.export.llama_cpp_tools import models_dir
 
-    try:
-        models_dir()
-    except UserError as e:
-        pytest.skip(str(e))
-    return lambda family: cached_tiny_model(f"{family}:real")
+    def build(family: str) -> Path:
+        try:
+            models_dir()
+        except UserError as e:
+            pytest.skip(str(e))
+        return cached_tiny_model(f"{family}:real")
+
+    return build
 
 
 @pytest.fixture(scope="session")

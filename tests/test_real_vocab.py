@@ -188,7 +188,7 @@ def test_recipes_name_them_tiny_family_real(tmp_path, monkeypatch):
     monkeypatch.setattr(tiny_models, "build_tiny_model", lambda family, out, **kw: built.append((family, out, kw)))
     tiny_models.cached_tiny_model("llama-3.2:real")
     tiny_models.cached_tiny_model("qwen3")
-    assert built == [("llama-3.2", tmp_path / "llama-3.2-real", {"vocab": "real"}), ("qwen3", tmp_path / "qwen3", {})]
+    assert built == [("llama-3.2", tmp_path / "llama-3.2-real", {"vocab": "real"}), ("qwen3", tmp_path / "qwen3", {"vocab": "trained"})]
 
 
 # --- templates: ours against the published ones, on the canonical samples ---
