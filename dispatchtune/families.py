@@ -2,7 +2,8 @@
 
 A family (qwen2.5, qwen3, qwen3.5, llama-3.2, smollm2, gemma3, opt) is the real checkpoint it stands for: its Hub id,
 its chat template, the template a recipe trains with where that one cannot carry tools, its end-of-turn and stop
-tokens, bos/eos/pad, whether llama.cpp can convert it to GGUF, and the config of its tiny test model. A chat template
+tokens, bos/eos/pad, whether llama.cpp can convert it to GGUF, the config of its tiny test model, its real vocabulary
+and published template where llama.cpp's sources carry them (`RealVocab`, `PublishedTemplate`). A chat template
 (`TEMPLATES`) knows how it writes tool calls (`CallFormat`: the description a model card gives, the parser eval uses)
 and how Ollama renders it (a Go `text/template`, plus Ollama's built-in parser where Ollama cannot read the calls
 from the template alone). Stages look facts up here; no other module spells a family's name or tokens.
@@ -411,11 +412,52 @@ def template_of(text: str | None) -> ChatTemplate | None:
 
 
 @dataclass(frozen=True)
+class RealVocab:
+    """A family's real tokenizer, rebuilt offline (`dispatchtune tiny --vocab real`).
+
+    llama.cpp vendors the tokenizers of published checkpoints as vocabulary-only GGUF files for its tokenizer tests
+    (`models/ggml-vocab-<llama_cpp>.gguf`, with texts and the ids the real tokenizer gives them in `.inp`/`.out`),
+    and the llama-cpp-python source distribution carries them. transformers converts such a file into a fast
+    tokenizer: the real byte-level BPE (vocabulary, merges, pre-tokenizer). Its ordinary tokens keep their ids; the
+    family's own tokens (`Family.leading_tokens`, then `special_tokens`, then `plain_tokens`) replace the file's
+    added ones, at the ids they have in the real tokenizer. The tiny model's config then carries the checkpoint's
+    vocab_size and token ids; only depth and width shrink.
+    """
+
+    llama_cpp: str  # the vocabulary's name in llama.cpp's models/ folder: also its pre-tokenizer's, tokenizer.ggml.pre
+    vocab_size: int  # the checkpoint's config.json vocab_size (its embedding rows; Qwen pads past the tokenizer)
+    config_bos: str | None  # the token config.json's bos_token_id names (Qwen names one its tokenizer never adds)
+    config_eos: tuple[str, ...]  # the token(s) config.json's eos_token_id names
+    # tokenizer.json's BPE `ignore_merges`: a pre-tokenized word that is in the vocabulary is one token, whether or
+    # not the merges reach it (Llama 3's tokenizer.json sets it; the GGUF file does not record it, llama.cpp's
+    # `llama-bpe` pre-tokenizer implies it).
+    ignore_merges: bool = False
+    differs: str | None = None  # what is not the real checkpoint's tokenizer, and why (None: nothing)
+
+
+@dataclass(frozen=True)
+class PublishedTemplate:
+    """The checkpoint's own chat template, as llama.cpp keeps a copy of it (`models/templates/<file>`), and how the
+    template we train and serve with (`Family.training_template`) renders the canonical samples (tool-call turns
+    with content null and "", parallel calls, chains, tool results, a final answer) next to it: identically, except
+    as stated here. tests/test_real_vocab.py renders both."""
+
+    file: str
+    # Template variables under which the two render alike; without them they differ as `differs` says.
+    needs: tuple[tuple[str, Any], ...] = ()
+    # The published one fails on an assistant turn whose content is null (transformers drops the key, the template
+    # reads it), where ours renders it as content "" (which the published one renders exactly as ours).
+    refuses_null_content: bool = False
+    differs: str | None = None  # what differs, why, and what it means to a user serving with the published one
+
+
+@dataclass(frozen=True)
 class Family:
     """What a model family is, for training, export and its tiny test model.
 
-    A tiny model's token ids differ from the real model's (its vocabulary is tiny), but which tokens exist, which ones
-    the tokenizer treats as bos/eos/pad, whether it prepends bos, and which ones end a turn are the real ones.
+    A tiny model's tokenizer is trained here (about 1,000 tokens, so its ids differ from the real model's) unless the
+    family has a `real_vocab` and the model is built with it; either way which tokens exist, which ones the tokenizer
+    treats as bos/eos/pad, whether it prepends bos, and which ones end a turn are the real ones.
     """
 
     name: str
@@ -443,6 +485,12 @@ class Family:
     split_regex: str | None = None
     llama_cpp_pretokenizer: str | None = None  # llama.cpp's pre-tokenizer written from that regex
     nfc: bool = False
+    # The real tokenizer, where llama.cpp's tokenizer tests carry its vocabulary (None: the tiny model can only have
+    # a trained one; SmolLM2's and Gemma 3's vocabularies are not among them).
+    real_vocab: RealVocab | None = None
+    # The checkpoint's published template, where llama.cpp keeps a copy (SmolLM2's and Gemma 3's it does not; they
+    # train with dispatchtune's tool templates anyway, since theirs cannot carry tools; OPT has none).
+    published_template: PublishedTemplate | None = None
 
     @property
     def all_special_tokens(self) -> tuple[str, ...]:
@@ -570,15 +618,36 @@ _QWEN3_5_SPLIT = (
 )
 
 
+
+
+def _llama3_special() -> tuple[str, ...]:
+    """Llama 3.1/3.2's 256 special tokens in id order (128000-128255): eight named ones, and 248
+    `<|reserved_special_token_N|>` numbered in order around them (3.0 called 128004, 128008 and 128010 reserved)."""
+    named = {0: "<|begin_of_text|>", 1: "<|end_of_text|>", 4: "<|finetune_right_pad_id|>", 6: "<|start_header_id|>",
+             7: "<|end_header_id|>", 8: "<|eom_id|>", 9: "<|eot_id|>", 10: "<|python_tag|>"}
+    reserved = iter(range(256))
+    return tuple(named.get(i) or f"<|reserved_special_token_{next(reserved)}|>" for i in range(256))
+
+
+_LLAMA3_SPECIAL = _llama3_special()
+_LLAMA3_STOPS = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")
+
+
 def _qwen(name: str, hub_id: str, architecture: str, template: str, plain: tuple[str, ...], config, split: str,
-          pretokenizer: str, converter_args: tuple[str, ...] = ()) -> Family:
-    """Qwen 2.5, 3 and 3.5 share their tokenizer setup: no bos, eos `<|im_end|>`, pad `<|endoftext|>`."""
+          pretokenizer: str, published: PublishedTemplate, converter_args: tuple[str, ...] = (),
+          differs: str | None = None) -> Family:
+    """Qwen 2.5, 3 and 3.5 share their tokenizer setup: no bos, eos `<|im_end|>`, pad `<|endoftext|>`; 151,643 BPE
+    tokens, then the added ones from id 151643 in the order `_QWEN_SPECIAL` + `plain` list them (`<|endoftext|>`
+    151643, `<|im_start|>` 151644, `<|im_end|>` 151645, `<tool_call>` 151657, `<think>` 151667); config.json names
+    `<|endoftext|>` as bos and `<|im_end|>` as eos, with 151,936 embedding rows."""
     return Family(
         name=name, hub_id=hub_id, architecture=architecture, template=TEMPLATES[template], tool_template=None,
         end_of_turn=_CHATML_END, bos_token=None, eos_token=_CHATML_END, pad_token="<|endoftext|>", leading_tokens=(),
         special_tokens=_QWEN_SPECIAL, plain_tokens=plain, stop_tokens=(_CHATML_END, "<|endoftext|>"), add_bos=False,
         tiny_config=config, split_regex=split, llama_cpp_pretokenizer=pretokenizer, nfc=True,
-        gguf_converter_args=converter_args,
+        gguf_converter_args=converter_args, published_template=published,
+        real_vocab=RealVocab(pretokenizer, 151936, config_bos="<|endoftext|>", config_eos=(_CHATML_END,),
+                             differs=differs),
     )
 
 
@@ -586,26 +655,42 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         _qwen("qwen3", "Qwen/Qwen3-0.6B", "Qwen3ForCausalLM", "qwen3", _QWEN3_PLAIN, _qwen3_config, _QWEN2_SPLIT,
-              "qwen2"),
+              "qwen2", PublishedTemplate("Qwen-Qwen3-0.6B.jinja", refuses_null_content=True, differs=(
+                  "we train and serve with TRL's copy, which reads a missing or non-string content as empty; the "
+                  "published template fails on an assistant tool-call turn whose content is null. A server "
+                  "rendering the model's own template (vLLM, llama.cpp --jinja) makes the same prompts provided "
+                  "such turns carry content \"\"; Ollama renders the Modelfile's TEMPLATE, not either of them"))),
         # The tiny one stands for the 0.8B (thinking off by default); the real ones are vision-language models, and
         # this is their text decoder, with the Qwen3 token set. transformers' text model has no multi-token-prediction
         # head (it neither loads nor saves the checkpoints' `mtp.*` weights), so llama.cpp must convert without one.
         _qwen("qwen3.5", "Qwen/Qwen3.5-0.8B", "Qwen3_5ForCausalLM", "qwen3.5", _QWEN3_PLAIN, _qwen3_5_config,
-              _QWEN3_5_SPLIT, "qwen35", converter_args=("--no-mtp",)),
+              _QWEN3_5_SPLIT, "qwen35", PublishedTemplate("Qwen3.5-4B.jinja", needs=(("enable_thinking", False),),
+                                                          differs=(
+                  "llama.cpp keeps the 4B's template, which opens a think block in the generation prompt unless "
+                  "enable_thinking is false; the 0.8B's own (TRL's qwen3_5_nothink, ours) closes it unless "
+                  "enable_thinking is true. With the flag set they render alike, and a user serving the 0.8B with "
+                  "its own template gets thinking off by default, as it trains")),
+              converter_args=("--no-mtp",), differs=(
+                  "Qwen3.5's own vocabulary (248,044 BPE tokens, its added tokens from id 248044, config vocab_size "
+                  "248320) is in no file here: llama.cpp's `qwen35` test vocabulary is Qwen2's BPE under Qwen3.5's "
+                  "pre-tokenizer, so this tokenizer has Qwen3.5's split rule and token names over Qwen 2/3's "
+                  "vocabulary and ids; llama.cpp's converter, which recognises the real one as `qwen35`, recognises "
+                  "this one as `qwen2` (its test text splits alike under both rules over this vocabulary)")),
         _qwen("qwen2.5", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2ForCausalLM", "qwen2.5", _QWEN2_5_PLAIN,
-              _qwen2_5_config, _QWEN2_SPLIT, "qwen2"),
-        # The real vocabulary also has 248 `<|reserved_special_token_N|>` tokens, left out here. No pad token.
+              _qwen2_5_config, _QWEN2_SPLIT, "qwen2", PublishedTemplate("Qwen-Qwen2.5-7B-Instruct.jinja")),
+        # No pad token. config.json names bos and all three stop tokens as eos.
         Family(
             name="llama-3.2", hub_id="meta-llama/Llama-3.2-1B-Instruct", architecture="LlamaForCausalLM",
             template=TEMPLATES["llama-3.2"], tool_template=None, end_of_turn="<|eot_id|>",
             bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token=None, leading_tokens=(),
-            special_tokens=(
-                "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|start_header_id|>",
-                "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
-            ),
-            plain_tokens=(), stop_tokens=("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"), add_bos=True,
+            special_tokens=_LLAMA3_SPECIAL, plain_tokens=(), stop_tokens=_LLAMA3_STOPS, add_bos=True,
             tiny_config=_llama3_2_config,
+            real_vocab=RealVocab("llama-bpe", 128256, config_bos="<|begin_of_text|>", config_eos=_LLAMA3_STOPS,
+                                 ignore_merges=True),
+            published_template=PublishedTemplate("meta-llama-Llama-3.2-3B-Instruct.jinja"),
         ),
+        # No real vocabulary here (llama.cpp's tokenizer tests carry neither SmolLM2's nor Gemma 3's): their tiny
+        # models always have a trained tokenizer.
         Family(
             name="smollm2", hub_id="HuggingFaceTB/SmolLM2-360M-Instruct", architecture="LlamaForCausalLM",
             template=TEMPLATES["smollm2"], tool_template=TEMPLATES["chatml_tools"], end_of_turn=_CHATML_END,
@@ -629,13 +714,19 @@ FAMILIES: dict[str, Family] = {
             plain_tokens=(), stop_tokens=("<eos>", "<end_of_turn>"), add_bos=True, tiny_config=_gemma3_config,
         ),
         # A base model: no chat template, and `</s>` is both bos (prepended when encoding) and eos. chatml_tools
-        # writes its ChatML tags as plain text (several tokens each) and ends assistant turns with `</s>`.
+        # writes its ChatML tags as plain text (several tokens each) and ends assistant turns with `</s>`. Its
+        # tokenizer is GPT-2's byte-level BPE behind OPT's four special tokens at ids 0-3 (config.json: bos = eos =
+        # 2, pad 1, 50,272 embedding rows).
         Family(
             name="opt", hub_id="facebook/opt-350m", architecture="OPTForCausalLM", template=None,
             tool_template=TEMPLATES["chatml_tools"], end_of_turn="</s>", bos_token="</s>", eos_token="</s>",
             pad_token="<pad>", leading_tokens=("<s>", "<pad>", "</s>", "<unk>"), special_tokens=(),
             plain_tokens=(), stop_tokens=("</s>",), add_bos=True, tiny_config=_opt_config,
             gguf_refused="llama.cpp's converter has no OPT architecture (OPTForCausalLM)",
+            real_vocab=RealVocab("gpt-2", 50272, config_bos="</s>", config_eos=("</s>",), differs=(
+                "OPT numbers GPT-2's tokens in the order of fairseq's dictionary, which no file here holds: the "
+                "tokens, merges and splits are OPT's and the special tokens sit at OPT's ids 0-3, but every "
+                "ordinary token is at its GPT-2 id + 4, not at OPT's id")),
         ),
     )
 }

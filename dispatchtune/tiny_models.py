@@ -1,8 +1,11 @@
 """Build tiny random models of each supported family, offline, for tests and the demo.
 
 A tiny model has its family's real architecture (a 2-layer config of the real class), real special tokens, real
-chat template and real end-of-turn handling, but a tokenizer trained here on a few kilobytes of built-in text and
-random weights. Nothing is downloaded, so every stage can be tested end to end on a machine without the Hub.
+chat template and real end-of-turn handling, and random weights. Its tokenizer is either trained here on a few
+kilobytes of built-in text (`--vocab trained`, the default: about 1,000 tokens, so small, quick models) or the real
+one (`--vocab real`, for the families whose vocabulary llama.cpp's tokenizer tests carry: the real BPE, token ids
+and embedding rows; see `families.RealVocab`). Nothing is downloaded, so every stage can be tested end to end on a
+machine without the Hub.
 
 What each family is (tokens, template, tiny config) comes from `dispatchtune.families`. Heavy libraries (torch,
 transformers, tokenizers) are imported inside the functions that need them, because the `dispatchtune` CLI imports
@@ -12,7 +15,9 @@ this module just to build its argument parser.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from .families import FAMILIES, Family, family
 DEFAULT_HIDDEN_SIZE = 256  # llama.cpp's K-quants need weight rows that are multiples of 256
 TOKENIZER_VOCAB_SIZE = 1000  # cap on the trained vocabulary; the small corpus yields 500-800 tokens
 MARKER = "tiny_model.json"  # written last: a directory holding it is a complete build
+CACHE_ENV = "DISPATCHTUNE_TINY_CACHE"  # where `tiny:` models named by recipes are built (default below)
 
 
 # Text the tokenizer learns its merges from: chat, JSON tool schemas and calls, and (added per family) the chat
@@ -62,8 +68,7 @@ system user assistant tool ipython model function arguments parameters name cont
 
 def build_tokenizer(name: str):
     """A byte-level BPE tokenizer trained on the built-in corpus, with the family's real special tokens and template."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     spec = family(name)
     template = spec.template.text() if spec.template else None
@@ -86,6 +91,16 @@ def build_tokenizer(name: str):
         show_progress=False,
     )
     tok.train_from_iterator([_CORPUS, template or ""], trainer=trainer)
+    return _family_tokenizer(spec, tok)
+
+
+def _family_tokenizer(spec: Family, tok):
+    """`tok` (a `tokenizers.Tokenizer` holding the family's leading tokens) with its special and plain tokens added
+    after the vocabulary, as a transformers tokenizer with the family's bos/eos/pad, bos handling and template."""
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+
+    template = spec.template.text() if spec.template else None
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec.special_tokens])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in spec.plain_tokens])
     named = {spec.bos_token, spec.eos_token, spec.pad_token, spec.unk_token}
@@ -101,8 +116,72 @@ def build_tokenizer(name: str):
     )
 
 
-def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HIDDEN_SIZE, seed: int = 0) -> Path:
+# --- real vocabularies: llama.cpp's tokenizer test files, converted by transformers ---
+
+VOCABS = ("trained", "real")
+
+
+def _real_vocab(spec: Family):
+    if spec.real_vocab is None:
+        with_real = ", ".join(f.name for f in FAMILIES.values() if f.real_vocab)
+        raise UserError(f"no real vocabulary for {spec.name} here (llama.cpp's tokenizer tests carry none of its; "
+                        f"they do for {with_real}): build it with --vocab trained")
+    return spec.real_vocab
+
+
+def converted_vocab(name: str) -> dict:
+    """llama.cpp's tokenizer test vocabulary `name` (`ggml-vocab-<name>.gguf`) as transformers converts it to a fast
+    tokenizer: its tokenizer.json, as a dict. The conversion takes about half a minute, so its result is cached
+    (keyed by the file's hash) beside the unpacked sources."""
+    from dispatchtune.export import llama_cpp_tools as tools
+
+    source = tools.models_dir() / f"ggml-vocab-{name}.gguf"
+    if not source.is_file():
+        raise UserError(f"{source.parent} has no ggml-vocab-{name}.gguf: re-run scripts/install_export_tools.sh")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    cached = tools.CACHE_DIR / "vocab" / f"{name}-{digest}"
+    if not (cached / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        print(f"converting llama.cpp's {name} vocabulary to a tokenizer with transformers (once)", file=sys.stderr)
+        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        with staging(cached, directory=True) as tmp:
+            tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+            try:
+                commit(tmp, cached, replace=False)
+            except FileExistsError:  # a concurrent conversion finished first: use its copy
+                if not (cached / "tokenizer.json").is_file():
+                    raise
+    return json.loads((cached / "tokenizer.json").read_text(encoding="utf-8"))
+
+
+def build_real_tokenizer(name: str):
+    """The family's real tokenizer: the real byte-level BPE (vocabulary, merges, pre-tokenizer; NFC where the family
+    normalises) from llama.cpp's test vocabulary, with the family's own tokens at their real ids, its bos/eos/pad and
+    its real template (`families.RealVocab` says how, and what differs where anything does)."""
+    from tokenizers import AddedToken, Tokenizer
+
+    spec = family(name)
+    real = _real_vocab(spec)
+    data = converted_vocab(real.llama_cpp)
+    # The file's own added tokens (special ones, and Qwen's [PAD...] placeholders) give way to the family's.
+    first_added = min(t["id"] for t in data["added_tokens"])
+    ordinary = {t: i + len(spec.leading_tokens) for t, i in data["model"]["vocab"].items() if i < first_added}
+    clash = set(ordinary) & set(spec.leading_tokens)
+    if clash:
+        raise ValueError(f"{name}: leading tokens {sorted(clash)} are ordinary tokens of {real.llama_cpp}")
+    data["model"].update(vocab={**{t: i for i, t in enumerate(spec.leading_tokens)}, **ordinary},
+                         ignore_merges=real.ignore_merges)
+    data.update(added_tokens=[], normalizer={"type": "NFC"} if spec.nfc else None, post_processor=None)
+    tok = Tokenizer.from_str(json.dumps(data))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in spec.leading_tokens])
+    return _family_tokenizer(spec, tok)
+
+
+def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HIDDEN_SIZE, seed: int = 0,
+                     vocab: str = "trained") -> Path:
     """Write a tiny model of family `name` (tokenizer, safetensors weights, generation config) to `out_dir`; return it.
+    `vocab`: "trained" (a tokenizer trained here) or "real" (the family's real one, `build_real_tokenizer`).
 
     The build happens in a temporary sibling directory renamed into place at the end, so `out_dir` is either
     absent or complete. A complete `out_dir` built with the same settings is returned as is; one built with other
@@ -112,11 +191,16 @@ def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HID
     if hidden_size < 128 or hidden_size % 128:
         raise UserError(f"hidden size must be a positive multiple of 128 (heads of 64 in pairs), not {hidden_size}")
     out_dir = Path(out_dir)
+    if vocab not in VOCABS:
+        raise UserError(f"unknown vocabulary {vocab!r}; choose one of: {', '.join(VOCABS)}")
     recipe = {"family": spec.name, "hub_id": spec.hub_id, "hidden_size": hidden_size, "seed": seed}
+    if vocab == "real":
+        _real_vocab(spec)  # refuse a family without one before anything is written
+        recipe["vocab"] = vocab
     if _reusable(out_dir, recipe):
         return out_dir
     with staging(out_dir, directory=True) as tmp:
-        _write_model(spec, tmp, hidden_size, seed)
+        _write_model(spec, tmp, hidden_size, seed, vocab)
         (tmp / MARKER).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
         try:
             commit(tmp, out_dir, replace=False)
@@ -124,6 +208,15 @@ def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HID
             if not _reusable(out_dir, recipe):  # lost a race to an identical concurrent build: use the winner's
                 raise
     return out_dir
+
+
+def cached_tiny_model(name: str) -> Path:
+    """The model a recipe's `tiny:<name>` names: `<family>` (a trained vocabulary) or `<family>:real` (the real one),
+    built on first use in $DISPATCHTUNE_TINY_CACHE (default ~/.cache/dispatchtune/tiny) and reused after."""
+    family_name, _, vocab = name.partition(":")
+    cache = Path(os.environ.get(CACHE_ENV, "~/.cache/dispatchtune/tiny")).expanduser()
+    folder = cache / (f"{family_name}-{vocab}" if vocab else family_name)
+    return build_tiny_model(family_name, folder, vocab=vocab or "trained")
 
 
 def _reusable(out_dir: Path, recipe: dict) -> bool:
@@ -138,16 +231,21 @@ def _reusable(out_dir: Path, recipe: dict) -> bool:
     return True
 
 
-def _write_model(spec: Family, out: Path, hidden_size: int, seed: int) -> None:
+def _write_model(spec: Family, out: Path, hidden_size: int, seed: int, vocab: str = "trained") -> None:
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    tokenizer = build_tokenizer(spec.name)
+    real = spec.real_vocab if vocab == "real" else None
+    tokenizer = build_real_tokenizer(spec.name) if real else build_tokenizer(spec.name)
     ids = tokenizer.convert_tokens_to_ids
-    config = spec.tiny_config(hidden_size, len(tokenizer))
+    config = spec.tiny_config(hidden_size, real.vocab_size if real else len(tokenizer))
     config.bos_token_id = ids(spec.bos_token) if spec.bos_token else None
     config.eos_token_id = ids(spec.eos_token)
     config.pad_token_id = ids(spec.pad_token) if spec.pad_token else None
+    if real:  # the checkpoint's config.json ids, which may name tokens the tokenizer does not use as bos/eos
+        config.bos_token_id = ids(real.config_bos) if real.config_bos else None
+        eos = [ids(t) for t in real.config_eos]
+        config.eos_token_id = eos if len(eos) > 1 else eos[0]
     with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -172,14 +270,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--hidden-size", type=int, default=DEFAULT_HIDDEN_SIZE, help="model width, a multiple of 128 (default: 256)"
     )
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: %(default)s)")
+    parser.add_argument(
+        "--vocab", choices=VOCABS, default="trained",
+        help="trained: a ~1,000-token tokenizer trained here (small, quick models; the default); real: the family's "
+             "real tokenizer and vocabulary size, from llama.cpp's tokenizer tests (set up by "
+             "scripts/install_export_tools.sh; with --family all, the families that have one)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     names = list(FAMILIES) if args.family == "all" else [args.family]
+    if args.family == "all" and args.vocab == "real":
+        names = [n for n in names if FAMILIES[n].real_vocab]
     for name in names:
         out = args.out / name if args.family == "all" else args.out
-        path = build_tiny_model(name, out, hidden_size=args.hidden_size, seed=args.seed)
-        print(f"{name}: {path} (stands for {FAMILIES[name].hub_id})")
+        path = build_tiny_model(name, out, hidden_size=args.hidden_size, seed=args.seed, vocab=args.vocab)
+        print(f"{name}: {path} (stands for {FAMILIES[name].hub_id}, {args.vocab} vocabulary)")
     return 0
 
 

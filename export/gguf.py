@@ -290,7 +290,8 @@ def _hf_greedy(model, ids: list[int]) -> tuple[list[int], list]:
     seq, steps = list(ids), []
     with torch.no_grad():
         for _ in range(GREEDY_TOKENS):
-            steps.append(model(input_ids=torch.tensor([seq])).logits[0, -1].double().numpy())
+            # logits_to_keep=1: the last position only (a real vocabulary makes the others costly)
+            steps.append(model(input_ids=torch.tensor([seq]), logits_to_keep=1).logits[0, -1].double().numpy())
             seq.append(int(steps[-1].argmax()))
     return seq[len(ids):], steps
 

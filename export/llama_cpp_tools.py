@@ -12,7 +12,8 @@ log shown only on failure, and the converter gets the `gguf` it needs without to
 child dies with this process (Linux), so a killed export leaves no quantiser running. The converter runs as
 llama.cpp ships it, except that remote code stays off: it asks transformers for `trust_remote_code=True` wherever it
 loads a tokenizer, and a model directory's own Python files must never run on export.
-`python -m dispatchtune.export.llama_cpp_tools fetch` unpacks the converter (scripts/install_export_tools.sh calls it).
+`python -m dispatchtune.export.llama_cpp_tools fetch` unpacks the converter, and llama.cpp's tokenizer vocabularies
+and published templates beside it (scripts/install_export_tools.sh calls it).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ DEFAULT_VERSION = "0.3.36"
 CACHE_DIR = Path(os.environ.get("DISPATCHTUNE_CACHE", Path.home() / ".cache" / "dispatchtune"))
 # What the converter needs of the vendored llama.cpp (the rest is C++ sources and unrelated scripts).
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+# and of its models/ folder, in a folder of their own: the tokenizer test vocabularies with their vectors, and the
+# published chat templates (real-vocabulary tiny models and their tests read them; see `models_dir`)
+MODELS_PARTS = ("ggml-vocab-", "templates/")
 # Types the converter writes itself (the unquantised ones) and the ones llama_model_quantize makes from those.
 FLOAT_TYPES = ("f32", "f16", "bf16")
 QUANT_FTYPES = {"q8_0": "MOSTLY_Q8_0", "q6_k": "MOSTLY_Q6_K", "q5_k_m": "MOSTLY_Q5_K_M", "q4_k_m": "MOSTLY_Q4_K_M"}
@@ -66,19 +70,44 @@ def converter_dir() -> Path:
 
 def fetch_converter(version: str) -> Path:
     """Download llama-cpp-python `version`'s sources with pip (its cache serves repeats) and unpack the converter."""
-    target = CACHE_DIR / f"llama.cpp-{version}"
+    return _unpack(version, CACHE_DIR / f"llama.cpp-{version}", CONVERTER_PARTS, "convert_hf_to_gguf.py",
+                   "llama.cpp's converter")
+
+
+def models_dir() -> Path:
+    """llama.cpp's `models/` folder: tokenizer vocabularies of published checkpoints with their test vectors
+    (`ggml-vocab-<name>.gguf`, `.inp`, `.out`) and published chat templates (`templates/`). LLAMA_CPP_DIR's, else the
+    one unpacked from the llama-cpp-python sources. Never downloads: what uses it (real-vocabulary tiny models, their
+    tests) works offline, so a missing folder is a UserError naming the set-up step."""
+    user_dir = os.environ.get("LLAMA_CPP_DIR")
+    folder = Path(user_dir) / "models" if user_dir else CACHE_DIR / f"llama.cpp-{llama_cpp_version()}-models"
+    if not (folder / "templates").is_dir():
+        raise UserError(f"llama.cpp's tokenizer vocabularies are not in {folder}: run "
+                        "scripts/install_export_tools.sh (or python -m dispatchtune.export.llama_cpp_tools fetch)")
+    return folder
+
+
+def fetch_models(version: str) -> Path:
+    """Unpack llama.cpp's `models/` vocabularies, test vectors and templates from llama-cpp-python `version`."""
+    return _unpack(version, CACHE_DIR / f"llama.cpp-{version}-models", MODELS_PARTS, "templates",
+                   "llama.cpp's tokenizer vocabularies", strip="models/")
+
+
+def _unpack(version: str, target: Path, parts: tuple[str, ...], marker: str, what: str, strip: str = "") -> Path:
+    """Unpack the vendored llama.cpp paths starting with `parts` (less `strip`) into `target`, once; `marker` is a
+    path that a complete unpacking holds."""
     with staging(target, directory=True) as tree:
-        print(f"fetching llama.cpp's converter from the llama-cpp-python {version} sources (77 MB, once)")
+        print(f"fetching {what} from the llama-cpp-python {version} sources (77 MB, once)")
         sdist = tree / ".sdist"
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
                "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", str(sdist)]
         if subprocess.run(cmd).returncode:
             raise UserError(f"could not download llama-cpp-python {version}; set LLAMA_CPP_DIR to a llama.cpp "
                             "checkout, or run scripts/install_export_tools.sh where PyPI is reachable")
-        vendor = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+        vendor = f"llama_cpp_python-{version}/vendor/llama.cpp/{strip}"
         with tarfile.open(next(sdist.glob("llama_cpp_python-*.tar.gz"))) as tar:
             members = [m for m in tar.getmembers() if m.name.startswith(vendor)
-                       and m.name[len(vendor):].startswith(CONVERTER_PARTS)]
+                       and m.name[len(vendor):].startswith(parts)]
             for member in members:
                 member.name = member.name[len(vendor):]
             tar.extractall(tree, members=members, filter="data")
@@ -86,7 +115,7 @@ def fetch_converter(version: str) -> Path:
         try:
             commit(tree, target, replace=False)
         except FileExistsError:  # a concurrent fetch finished first: use its copy
-            if not (target / "convert_hf_to_gguf.py").is_file():
+            if not (target / marker).exists():
                 raise
     return target
 
@@ -224,7 +253,8 @@ def _quantize_main(src: str, dst: str, quant: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dispatchtune.export.llama_cpp_tools", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    fetch = sub.add_parser("fetch", help="unpack llama.cpp's converter into the cache (if not there yet)")
+    fetch = sub.add_parser("fetch", help="unpack llama.cpp's converter and its tokenizer vocabularies into the cache "
+                                         "(what is not there yet)")
     fetch.add_argument("--version", default=None, help="llama-cpp-python version (default: the installed one)")
     conv = sub.add_parser("convert", help="(internal) run the converter")
     conv.add_argument("llama_cpp_dir")
@@ -237,9 +267,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "fetch":
         version = args.version or llama_cpp_version()
         target = CACHE_DIR / f"llama.cpp-{version}"
+        models = CACHE_DIR / f"llama.cpp-{version}-models"
         try:
             done = (target / "convert_hf_to_gguf.py").is_file()
             print(f"llama.cpp converter: {target if done else fetch_converter(version)}")
+            print(f"llama.cpp vocabularies: {models if (models / 'templates').is_dir() else fetch_models(version)}")
         except UserError as e:
             sys.exit(f"error: {e}")
     elif args.cmd == "convert":

@@ -2,7 +2,9 @@
 # Installs what `dispatchtune export gguf` needs into .venv (or $VENV): the `export` extra (gguf, sentencepiece),
 # llama-cpp-python (loads and quantises GGUF files; PyPI has no wheel of it, so pip compiles it: about 5-8 minutes on
 # 2 cores, then pip's wheel cache makes reinstalls quick) and llama.cpp's converter, unpacked from the same release's
-# source distribution (which vendors all of llama.cpp) into ~/.cache/dispatchtune/llama.cpp-<version>.
+# source distribution (which vendors all of llama.cpp) into ~/.cache/dispatchtune/llama.cpp-<version>, and beside it
+# (llama.cpp-<version>-models) its tokenizer test vocabularies and published chat templates, which real-vocabulary
+# tiny models (`dispatchtune tiny --vocab real`) and their tests read.
 # CMAKE_ARGS: a portable CPU build (no -march=native), without the multimodal library we do not use. For a CUDA
 # build of llama-cpp-python, set CMAKE_ARGS="-DGGML_CUDA=on" yourself. Re-runs skip what is already in place.
 set -euo pipefail

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from dispatchtune.errors import UserError
 from dispatchtune.export import llama_cpp_tools
-from dispatchtune.tiny_models import build_tiny_model
+from dispatchtune.tiny_models import build_tiny_model, cached_tiny_model
 from llama_cpp_tiny import tree
 
 # Real sample data (ToolBench, format examples) lives beside the repository, not in it.
@@ -28,6 +29,24 @@ def tiny_models(tmp_path_factory):
     """`tiny_models(family) -> Path`: that family's tiny model, built on first request and reused after."""
     root = tmp_path_factory.mktemp("tiny_models")
     return lambda family: build_tiny_model(family, root / family)
+
+
+@pytest.fixture(scope="session")
+def real_tiny_models():
+    """`real_tiny_models(family) -> Path`: that family's tiny model with its real vocabulary (`tiny:<family>:real`).
+    Each holds a 50-150 MB embedding and the first conversion of a vocabulary takes half a minute, so they are built
+    once into the tiny-model cache, as recipes build them, and reused by later sessions. The asking test skips where
+    llama.cpp's vocabularies are not set up (scripts/install_export_tools.sh)."""
+    from dispatchtune.export.llama_cpp_tools import models_dir
+
+    def build(family: str) -> Path:
+        try:
+            models_dir()
+        except UserError as e:
+            pytest.skip(str(e))
+        return cached_tiny_model(f"{family}:real")
+
+    return build
 
 
 @pytest.fixture(scope="session")

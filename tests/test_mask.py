@@ -21,6 +21,10 @@ from dispatchtune.train.mask import ChatFormat, resolve_template
 TEMPLATE = {"smollm2": "chatml_tools", "opt": "chatml_tools", "gemma3": "gemma3_tools"}
 KWARGS = {"llama-3.2": {"date_string": "26 Jul 2024"}}
 TRL_FAMILIES = ("qwen3", "qwen3.5", "qwen2.5")
+# Every family with its trained tiny tokenizer, and those with a real vocabulary with the real tokenizer too: real
+# token boundaries around the markup, real ids (tests/test_real_vocab.py checks the tokenizers themselves).
+VOCABS = [pytest.param(f, "trained", id=f) for f in FAMILIES] + [
+    pytest.param(f, "real", id=f"{f}-real") for f, spec in FAMILIES.items() if spec.real_vocab]
 
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 TOOLS = [
@@ -109,12 +113,13 @@ def expected_turns(family: str, s: Sample) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def chat_format(tiny_models):
-    """`chat_format(family) -> (tokenizer, ChatFormat)` with the template the family trains with, built once."""
+def chat_format(tiny_models, real_tiny_models):
+    """`chat_format(family, vocab="trained") -> (tokenizer, ChatFormat)` with the template the family trains with,
+    built once."""
 
     @cache
-    def build(family):
-        tokenizer = AutoTokenizer.from_pretrained(tiny_models(family))
+    def build(family, vocab="trained"):
+        tokenizer = AutoTokenizer.from_pretrained((real_tiny_models if vocab == "real" else tiny_models)(family))
         template = resolve_template(TEMPLATE.get(family))
         return tokenizer, ChatFormat.from_tokenizer(tokenizer, template, KWARGS.get(family))
 
@@ -139,9 +144,9 @@ def test_resolve_template(tmp_path):
         resolve_template(str(tmp_path / "missing.jinja"))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_chat_format_per_family(chat_format, family):
-    tokenizer, fmt = chat_format(family)
+@pytest.mark.parametrize("family, vocab", VOCABS)
+def test_chat_format_per_family(chat_format, family, vocab):
+    tokenizer, fmt = chat_format(family, vocab)
     assert fmt.end_of_turn == FAMILIES[family].end_of_turn
     assert fmt.inference_template == (resolve_template(TEMPLATE.get(family)) or tokenizer.chat_template)
     if family in TRL_FAMILIES:  # TRL's copy, with {% generation %} markers
@@ -153,10 +158,10 @@ def test_chat_format_per_family(chat_format, family):
     assert tokenizer.chat_template == (real.text() if real else None)  # the tokenizer is left alone
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family, vocab", VOCABS)
 @pytest.mark.parametrize("s", [PARALLEL, CHAIN, RETRY], ids=["parallel", "chain", "retry"])
-def test_mask_trains_exactly_the_assistant_turns(chat_format, family, s):
-    tokenizer, fmt = chat_format(family)
+def test_mask_trains_exactly_the_assistant_turns(chat_format, family, vocab, s):
+    tokenizer, fmt = chat_format(family, vocab)
     if family == "llama-3.2" and s is PARALLEL:  # its template refuses more than one call per turn
         with pytest.raises(UserError, match=re.escape(s.where()) + ".*single tool-calls"):
             fmt.encode(s)
@@ -191,9 +196,9 @@ def test_mask_trains_exactly_the_assistant_turns(chat_format, family, s):
     assert fmt.encode(s) == (ids, mask)  # deterministic
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_a_prompt_alone_trains_nothing(chat_format, family):
-    _, fmt = chat_format(family)
+@pytest.mark.parametrize("family, vocab", VOCABS)
+def test_a_prompt_alone_trains_nothing(chat_format, family, vocab):
+    _, fmt = chat_format(family, vocab)
     prompt = sample("prompt", OPENING)
     with pytest.raises(UserError, match=re.escape(prompt.where()) + ": no assistant turn"):
         fmt.encode(prompt)
@@ -241,10 +246,10 @@ def test_a_template_that_breaks_the_mask_is_refused(tiny_models, template, metho
         fmt.encode(chat)
 
 
-def packed(chat_format, family) -> tuple[list[dict], Dataset]:
+def packed(chat_format, family, vocab="trained") -> tuple[list[dict], Dataset]:
     """Encoded conversations of several lengths (each sample cut after each of its assistant turns) as input_ids and
     labels (-100 off the mask), and the rows TRL's best-fit-decreasing packing makes of them."""
-    _, fmt = chat_format(family)
+    _, fmt = chat_format(family, vocab)
     rows = []
     for s in [CHAIN, RETRY] if family == "llama-3.2" else [CHAIN, PARALLEL]:
         for k, m in enumerate(s.messages):
@@ -255,9 +260,9 @@ def packed(chat_format, family) -> tuple[list[dict], Dataset]:
     return rows, pack_dataset(Dataset.from_list(rows), 2 * longest, "bfd")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_packing_keeps_each_mask_with_its_sequence(chat_format, family):
-    rows, packs = packed(chat_format, family)
+@pytest.mark.parametrize("family, vocab", VOCABS)
+def test_packing_keeps_each_mask_with_its_sequence(chat_format, family, vocab):
+    rows, packs = packed(chat_format, family, vocab)
     assert len(packs) < len(rows)  # something was packed together
     unpacked = []
     for row in packs:

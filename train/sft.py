@@ -22,7 +22,6 @@ import copy
 import hashlib
 import importlib.metadata
 import importlib.util
-import os
 import subprocess
 import time
 from collections import Counter
@@ -248,8 +247,9 @@ def load_format(recipe: Recipe, model_path: str | None = None):
 def resolve_model(name: str) -> str:
     """A local directory or a Hub id in the cache (downloaded first when online), as a path or id to load from.
 
-    `tiny:<family>` is a tiny random model of that family, built on first use in $DISPATCHTUNE_TINY_CACHE
-    (default ~/.cache/dispatchtune/tiny) and reused after: tests and the demo train one without the Hub.
+    `tiny:<family>` is a tiny random model of that family (`tiny:<family>:real` with its real vocabulary), built on
+    first use in $DISPATCHTUNE_TINY_CACHE (default ~/.cache/dispatchtune/tiny) and reused after: tests and the demo
+    train one without the Hub.
     """
     from accelerate import PartialState
     from huggingface_hub import hf_hub_download
@@ -257,10 +257,9 @@ def resolve_model(name: str) -> str:
 
     with PartialState().main_process_first():  # one process builds or downloads, the others then find it
         if name.startswith("tiny:"):
-            from dispatchtune.tiny_models import build_tiny_model
+            from dispatchtune.tiny_models import cached_tiny_model
 
-            cache = Path(os.environ.get("DISPATCHTUNE_TINY_CACHE", "~/.cache/dispatchtune/tiny")).expanduser()
-            return str(build_tiny_model(name[5:], cache / name[5:]))
+            return str(cached_tiny_model(name[5:]))
         if Path(name).is_dir():
             check_model_dir(Path(name))
             return name
