@@ -26,7 +26,7 @@ from dispatchtune.errors import UserError
 COLUMNS = ("input_ids", "assistant_masks")
 _COUNTS = ("tokens", "trained_tokens", "truncated", "truncated_tokens", "tool_calls")  # per sample, summed after
 _CODE = (Path(__file__).with_name("mask.py"), Path(__file__))  # the code that decides the ids and masks
-ROWS_PER_PROCESS = 512  # fewer rows than this per worker: not worth starting one
+ROWS_PER_PROCESS = 100  # fewer rows than this per worker (about a second of work) are not worth starting one
 
 
 def encoded(fmt, path: Path, *, max_length: int | None, name: str, cache_dir: Path, assistant_only: bool = False,
@@ -111,7 +111,7 @@ def _build(fmt, path: Path, target: Path, *, max_length, name, assistant_only, p
         work = tmp / "work"  # datasets' Arrow files for the lines and the map; gone with the staging folder
         with _progress_bars(False):
             lines = _lines(path, work)
-        procs = num_proc or max(1, min(_cores(), len(lines) // ROWS_PER_PROCESS))
+        procs = num_proc or processes(len(lines))
         if len(lines):
             with _progress_bars(progress and sys.stderr.isatty()):  # as tqdm's default: none in a log file
                 ds = lines.map(_encode_batch, batched=True, batch_size=32, with_indices=True, remove_columns=["text"],
@@ -194,11 +194,13 @@ def _sum(ds, column: str) -> int:
     return int(pc.sum(ds.data.column(column)).as_py() or 0)
 
 
-def _cores() -> int:
+def processes(rows: int) -> int:
+    """How many processes encode `rows` lines: one per available core, each with ROWS_PER_PROCESS rows or more."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, rows // ROWS_PER_PROCESS))
 
 
 def _remove_tree(path: Path) -> None:
