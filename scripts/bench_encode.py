@@ -83,10 +83,11 @@ def main() -> None:
 
     timed("tokenizer(texts), one batch (floor)",
           lambda: sum(map(len, tokenizer(texts, add_special_tokens=False)["input_ids"])))
-    timed(f"encoded, {processes(len(samples))} processes", encode)
+    n = processes(len(samples))
+    timed(f"encoded as training does ({n} process{'es' if n > 1 else ''})", encode)
     timed("encoded again (cache)", lambda: encode(fresh=False))
     if args.single:
-        timed("encoded, 1 process", lambda: encode(num_proc=1))
+        timed("encoded in 1 process (--single)", lambda: encode(num_proc=1))
     counts = encoded(fmt, data, max_length=None, name="train", cache_dir=cache, progress=False)[1]
 
     load = os.getloadavg()
