@@ -26,7 +26,7 @@ from dispatchtune.errors import UserError
 COLUMNS = ("input_ids", "assistant_masks")
 _COUNTS = ("tokens", "trained_tokens", "truncated", "truncated_tokens", "tool_calls")  # per sample, summed after
 _CODE = (Path(__file__).with_name("mask.py"), Path(__file__))  # the code that decides the ids and masks
-ROWS_PER_PROCESS = 100  # fewer rows than this per worker (about a second of work) are not worth starting one
+ROWS_PER_PROCESS = 100  # fewer rows per worker (a few seconds of work) are not worth starting one for
 
 
 def encoded(fmt, path: Path, *, max_length: int | None, name: str, cache_dir: Path, assistant_only: bool = False,
