@@ -21,10 +21,10 @@ from tqdm import tqdm
 from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
 
-from .readers import FORMATS, Item, open_records, read_records
+from .parallel import converted, default_workers
+from .readers import FORMATS, Item, open_records
 from .sample import Rejected, Sample, tool_name
-from .split import PLURAL, SPLIT_BY, SplitInfo, assign, split_info, tool_units
-from .validate import validate
+from .split import PLURAL, SPLIT_BY, SplitInfo, assign, tool_units
 
 OUTPUTS = ("train.jsonl", "heldout.jsonl", "rejected.jsonl", "stats.json")
 HELDOUT_TOOLS_IN_TRAIN = ("strip", "drop", "keep")  # what becomes of training samples offering a held-out tool
@@ -43,6 +43,7 @@ class PrepConfig:
     max_tokens: int | None = None
     max_record_mb: float = 4.0
     progress: bool = True
+    workers: int | None = None  # processes converting records; None: one per core (`data_prep.parallel`)
     chat_format: Any = None  # or a ready `train.mask.ChatFormat`: the training format (recipe template and kwargs)
 
 
@@ -141,19 +142,20 @@ def _write(cfg: PrepConfig, tmp: dict[str, Path]) -> dict:
             fmt, records = _open(path, cfg.format)
             src = sources.setdefault(str(path), _Source(fmt))
             bar = tqdm(desc=path.name, unit=" rec", disable=not cfg.progress, leave=False, mininterval=0.5)
-            for item in read_records(records, path, fmt):
+            workers = 1 if token_check else cfg.workers or default_workers()  # token checks: in this process
+            for done in converted(records, str(path), fmt, cfg.split_by, max_chars, workers):
                 bar.update()
                 src.read += 1
-                problem = item.rejected
+                item, line, problem = done.item, done.line, done.problem
                 if problem is None:
-                    line, problem = _accept(item, seen, token_check, max_chars)
+                    problem = _accept(item, done.key, seen, token_check)
                 if problem is not None:
                     src.reasons[problem.reason] += 1
                     rej.write(_rejection_line(item, problem) + "\n")
                     continue
                 src.accepted += 1
                 acc.write(line + "\n")
-                infos.append(split_info(item.sample, cfg.split_by))
+                infos.append(done.info)
                 origins.append(Item(item.source, item.index, record_id=item.record_id))
             bar.close()
 
@@ -207,6 +209,8 @@ def _check_config(cfg: PrepConfig) -> None:
         raise UserError(f"--split-by must be one of {', '.join(SPLIT_BY)}")
     if cfg.heldout_tools_in_train not in HELDOUT_TOOLS_IN_TRAIN:
         raise UserError(f"--heldout-tools-in-train must be one of {', '.join(HELDOUT_TOOLS_IN_TRAIN)}")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise UserError("--workers must be 1 or more")
     if not 0 <= cfg.heldout_frac < 1:
         raise UserError("--heldout-frac must be in [0, 1)")
     if cfg.max_tokens and not cfg.tokenizer and cfg.chat_format is None:
@@ -221,23 +225,19 @@ def _open(path: Path, fmt: str):
         raise UserError(str(e)) from None
 
 
-def _accept(item: Item, seen: dict, token_check, max_chars: int) -> tuple[str | None, Rejected | None]:
-    """The sample's output line, or why it is rejected: validation, size, exact duplicates, token length."""
-    sample = item.sample
+def _accept(item: Item, key: str, seen: dict, token_check) -> Rejected | None:
+    """Why a sample that converted, validated and serialised (`parallel.converted`) is rejected: an exact duplicate of
+    an earlier one, or its token length; None when accepted."""
     try:
-        validate(sample)
-        line, key = sample.line_and_key()
-        if len(line) > max_chars:
-            raise Rejected("record_too_large", f"{len(line) / (1 << 20):.1f} MB once converted, over --max-record-mb")
         if key in seen:
             src, idx = seen[key]
             raise Rejected("duplicate", f"the same messages and tools as {src} record {idx}")
         if token_check:
-            token_check(sample)
+            token_check(item.sample)
     except Rejected as r:
-        return None, r
+        return r
     seen[key] = (item.source, item.index)
-    return line, None
+    return None
 
 
 def _strip(line: str, heldout_units: set[str]) -> str:
@@ -339,12 +339,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, help="with --tokenizer: reject samples longer than this")
     p.add_argument("--max-record-mb", type=float, default=4.0, help="reject converted samples larger than this")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, help="processes converting records (default: one per core; the outputs "
+                   "are the same for any number)")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = PrepConfig(args.inputs, args.out, args.format, args.heldout_frac, args.split_by, args.seed,
                      args.heldout_tools_in_train, args.tokenizer, args.max_tokens, args.max_record_mb,
-                     progress=not args.no_progress and sys.stderr.isatty())
+                     progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers)
     stats = prep(cfg)
     print(summary(stats, cfg.out))
     return 0

@@ -30,6 +30,9 @@ class Rejected(Exception):
         super().__init__(message)
         self.reason, self.message, self.field = reason, message, field
 
+    def __reduce__(self):  # pickled whole (prep's worker processes send records and rejections)
+        return type(self), (self.reason, self.message, self.field)
+
     def describe(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
 

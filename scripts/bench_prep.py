@@ -2,9 +2,10 @@
 
 The real `toolllama_G123_dfs_train.json` is a ~1.5 GB JSON array of ~187k step records (~8 KB each). This script
 writes a file of that shape (`make_corpus.py --shape toolllama`: services shared across traces with a long-tailed
-popularity, texts of real sizes from the bundled sample), then measures, each in a fresh process: the floor
-(`json.load` of the whole file: what a naive reader does) and `prep` (streamed, converted, validated, deduplicated,
-split, written). It prints records/s, MB/s, wall time and peak RSS.
+popularity, texts of real sizes from the bundled sample), then measures, each in a fresh process: `json.load` of
+the whole file (what a naive reader does), the fast-decoder floor (`orjson.loads` of the whole file: parsing alone,
+with a fast decoder) and `prep` (streamed, converted, validated, deduplicated, split, written) in one process and
+with one worker per core, checking that both write the same bytes. It prints records/s, MB/s, wall time and peak RSS.
 
     python scripts/bench_prep.py --records 187000          # the full-size target (needs ~1.6 GB of disk)
     python scripts/bench_prep.py --records 20000 --keep DIR
@@ -52,19 +53,35 @@ def main() -> None:
     mb = size / 1e6
 
     floor_dt, floor_rss, _ = measure([sys.executable, "-c", f"import json; json.load(open({str(data)!r}))"])
-    prep_dt, prep_rss, stdout = measure([sys.executable, "-m", "dispatchtune", "prep", str(data), "--out",
-                                         str(work / "out"), "--format", "toolllama", "--no-progress"])
-    stats = json.loads((work / "out" / "stats.json").read_text())
-    assert stats["read"] == args.records == stats["accepted"] + stats["rejected"], stats
+    fast_dt, fast_rss, _ = measure([sys.executable, "-c",
+                                    f"import orjson; orjson.loads(open({str(data)!r}, 'rb').read())"])
+    preps = []
+    for name, more in (("dispatchtune prep --workers 1", ["--workers", "1"]),
+                       ("dispatchtune prep", [])):  # default: one worker per core
+        out = work / ("out-1" if more else "out")
+        preps.append((name, *measure([sys.executable, "-m", "dispatchtune", "prep", str(data), "--out", str(out),
+                                      "--format", "toolllama", "--no-progress", *more])))
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["read"] == args.records == stats["accepted"] + stats["rejected"], stats
+    same = all((work / "out-1" / name).read_bytes() == (out / name).read_bytes()
+               for name in ("train.jsonl", "heldout.jsonl", "rejected.jsonl", "stats.json"))
+    stdout = preps[-1][3]
 
     print(stdout.strip())
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"input: {args.records:,} records, {mb:,.0f} MB\n")
     print("| run | wall s | records/s | MB/s | peak RSS MiB |")
     print("|---|---|---|---|---|")
-    for name, dt, rss in (("json.load whole file (floor, no conversion)", floor_dt, floor_rss), ("dispatchtune prep", prep_dt, prep_rss)):
+    for name, dt, rss in (("json.load whole file (no conversion)", floor_dt, floor_rss),
+                          ("orjson.loads whole file (fast-decoder floor, no conversion)", fast_dt, fast_rss),
+                          *((name, dt, rss) for name, dt, rss, _ in preps)):
         print(f"| {name} | {dt:.1f} | {args.records / dt:,.0f} | {mb / dt:,.0f} | {rss:,.0f} |")
-    print(f"\nprep / json.load: {prep_dt / floor_dt:.2f}x the time, {prep_rss / floor_rss:.2f}x the memory")
+    prep_dt, prep_rss = preps[-1][1:3]
+    print(f"\nprep / json.load: {prep_dt / floor_dt:.2f}x the time, {prep_rss / floor_rss:.2f}x the memory; "
+          f"prep / orjson.loads: {prep_dt / fast_dt:.2f}x the time, {prep_rss / fast_rss:.2f}x the memory; "
+          f"one process / {os.cpu_count()} workers: {preps[0][1] / prep_dt:.2f}x the time; outputs "
+          f"{'identical' if same else 'DIFFERENT'}; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("(peak RSS: the largest single process; workers are forks of the main process)")
     if not args.keep:
         shutil.rmtree(work)
 

@@ -261,7 +261,7 @@ def samples(rows: int, seq_len: int, length_scale: float, steps: int, vocab: int
 
 
 def workload(args, vocab: int):
-    """(dataset, vanilla batch size): pre-tokenized `input_ids` + `assistant_masks` as `train.sft.tokenized_dataset` gives
+    """(dataset, vanilla batch size): pre-tokenized `input_ids` + `assistant_masks` as `train.encode.encoded` gives
     SFTTrainer, and as many samples per padded batch as TRL's bfd packing puts into `rows` rows on average."""
     from datasets import Dataset, Features, Sequence, Value
     from trl.data_utils import pack_dataset

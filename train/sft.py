@@ -11,8 +11,9 @@ inference chat template), then RUN/run.json (the resolved recipe, data hashes an
 the wandb run id). A killed run leaves only RUN/checkpoints/, which `--resume` continues from.
 
 One GPU: `dispatchtune train --recipe R`; several: `accelerate launch --config_file recipes/accelerate/ddp.yaml -m
-dispatchtune.train --recipe R` (train/__main__.py). Every process tokenizes the data itself (one quick pass; no cache
-to go stale); only the main process shows progress and writes the outputs.
+dispatchtune.train --recipe R` (train/__main__.py). The main process encodes the data once, with every core, into
+RUN/cache (train/encode.py: keyed by the data, tokenizer, template and max_length, so `--resume` and a second run
+reuse it); the other processes load that copy. Only the main process shows progress and writes the outputs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import importlib.metadata
 import importlib.util
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
 
 from dispatchtune.atomic import commit, remove_stale, staging_path
@@ -70,7 +70,7 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
 
     model_path, tokenizer, fmt = load_format(recipe, model_path)
     check_target_modules(recipe, model_path)
-    train_set, eval_set, counts = _datasets(recipe, fmt, state.is_main_process)
+    train_set, eval_set, counts = _datasets(recipe, fmt, state)
     quantization = _set_model_init(recipe, state)
     state.print(f"model: {model_path} ({args.model_init_kwargs['dtype']}, attention "
                 f"{args.model_init_kwargs['attn_implementation']}{', QLoRA 4-bit' if quantization else ''}); "
@@ -177,21 +177,26 @@ def check_packing(model, name: str) -> None:
                         f"logit change {error:.2g}): set training.packing=false, or use flash_attention_2")
 
 
-def _datasets(recipe: Recipe, fmt, progress: bool):
+def _datasets(recipe: Recipe, fmt, state):
     """The encoded training set, the held-out one (only when training.eval_strategy asks for eval loss: its
-    samples with an assistant turn), and the training set's counts."""
+    samples with an assistant turn), and the training set's counts. The main process encodes (or finds them in
+    RUN/cache, `train.encode`); the other processes wait, then load its copy."""
+    from .encode import encoded
+
     train_path = data_file(recipe.data.train, "data.train")
-    max_length = recipe.training.max_length
-    train_set, counts = tokenized_dataset(fmt, read_jsonl(train_path), max_length, "train", progress)
+    common = {"max_length": recipe.training.max_length, "cache_dir": recipe.dir / "cache",
+              "progress": state.is_main_process}
+    with state.main_process_first():
+        train_set, counts = encoded(fmt, train_path, name="train", **common)
     if not counts.get("tool_calls"):
         raise UserError(f"{train_path} ({counts.get('samples', 0)} samples) holds no assistant tool calls, so nothing "
                         "would teach tool calling; check the inputs given to `dispatchtune prep` (see stats.json)")
     if recipe.training.eval_strategy == "no":
         return train_set, None, counts
     heldout_path = data_file(recipe.data.heldout, "data.heldout")
-    eval_set, eval_counts = tokenized_dataset(fmt, (s for s in read_jsonl(heldout_path) if s.has_assistant), max_length, "heldout",
-                                   progress)
-    if not eval_counts:
+    with state.main_process_first():
+        eval_set, eval_counts = encoded(fmt, heldout_path, name="heldout", assistant_only=True, **common)
+    if not eval_counts["samples"]:
         raise UserError(f"{heldout_path} has no sample with an assistant turn to measure eval loss on; "
                         "set training.eval_strategy=no or point data.heldout at such samples")
     return train_set, eval_set, counts
@@ -283,37 +288,6 @@ def check_model_dir(path: Path) -> None:
                         "directory or a Hub id")
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise UserError(f"model directory {path} holds no weights (*.safetensors); pass a complete model directory")
-
-
-def tokenized_dataset(fmt, samples, max_length: int | None, name: str, progress: bool):
-    """Tokenize samples with their assistant masks into a `datasets.Dataset`, checking each against max_length.
-
-    A prompt (the tokens before a sample's first trained token) that fills max_length is an error: packing would
-    keep only prompt, and the sample would teach nothing. A longer sample is fine but cut at max_length (by packing,
-    or by TRL's truncation without it); `counts` says how many were and how many tokens they lose.
-    """
-    from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
-    from tqdm import tqdm
-
-    features = Features({"input_ids": Sequence(Value("int32")), "assistant_masks": Sequence(Value("int8"))})
-    counts, chunks, rows = Counter(), [], {"input_ids": [], "assistant_masks": []}
-    for sample in tqdm(samples, desc=f"encoding {name}", unit=" samples", disable=None if progress else True):
-        input_ids, mask = fmt.encode(sample)
-        prompt = mask.index(1) if 1 in mask else len(mask)
-        if max_length and prompt >= max_length:
-            raise UserError(f"max_length {max_length} is shorter than the prompt of {sample.where()} ({prompt} "
-                            "tokens); raise training.max_length or filter with "
-                            f"`prep --tokenizer ... --max-tokens {max_length}`")
-        kept = min(len(input_ids), max_length or len(input_ids))
-        counts.update(samples=1, tokens=kept, trained_tokens=sum(mask[:kept]), truncated=kept < len(input_ids),
-                      truncated_tokens=len(input_ids) - kept, tool_calls=sum(1 for _ in sample.calls()))
-        rows["input_ids"].append(input_ids)
-        rows["assistant_masks"].append(mask)
-        if len(rows["input_ids"]) == 1024:  # Arrow chunks keep memory near the token count, not Python lists of it
-            chunks.append(Dataset.from_dict(rows, features=features))
-            rows = {"input_ids": [], "assistant_masks": []}
-    chunks.append(Dataset.from_dict(rows, features=features))
-    return concatenate_datasets(chunks), dict(counts)
 
 
 def _check_outputs(recipe: Recipe, resume: bool | str, state) -> str | None:

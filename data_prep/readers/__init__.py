@@ -5,6 +5,8 @@ A reader module, named by its `--format` value, has
 - `read(records, source) -> Iterator[Item]`: given `jsonstream.iter_records` output, one `Item` per record it holds
   (a container record such as a ToolEval file expands into many), so that read = accepted + rejected.
 Most readers convert record by record and only write `convert(record) -> Sample` plus `read = per_record(convert)`.
+Optional: `boundary(previous, record) -> bool`: whether `read`, started afresh at `record`, gives the same Items as
+reading on (so `prep` may convert chunks of records in parallel); `per_record` readers have it.
 """
 
 from __future__ import annotations
@@ -47,7 +49,16 @@ def per_record(convert: Callable[[Any], Sample | list[Sample]]):
             record_id = record.get("id") if isinstance(record, dict) else None
             yield convert_one(convert, record, source, index, None if record_id is None else str(record_id))
 
+    read.per_record = True  # no state between records: any record is a `boundary`
     return read
+
+
+def boundary(name: str) -> Callable[[Any, Any], bool] | None:
+    """The reader's `boundary` (see above), None where it must read a file from start to end."""
+    module = reader(name)
+    if getattr(module.read, "per_record", False):
+        return lambda previous, record: True
+    return getattr(module, "boundary", None)
 
 
 def convert_one(convert: Callable[[Any], Sample], record: Any, source: str, index: int | None, record_id=None) -> Item:

@@ -54,6 +54,12 @@ def read(records: Iterator[Record], source: str) -> Iterator[Item]:
         yield from _trace(kept, folded, source)
 
 
+def boundary(previous, record) -> bool:
+    """`read` may start afresh at a record of another query: the trace before it ends there either way."""
+    query = _query(record)
+    return query is not None and query != _query(previous)
+
+
 def _trace(kept, folded, source: str) -> Iterator[Item]:
     for index, step in folded:
         problem = Rejected("step_prefix", f"a step of the trace kept whole as record {kept[0]}")
