@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from dispatchtune.data_prep.prep import PrepConfig, prep
 from dispatchtune.data_prep.sample import Sample, read_jsonl

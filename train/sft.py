@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 from dispatchtune.atomic import commit, remove_stale, staging_path
-from dispatchtune.data_prep.sample import read_jsonl
 from dispatchtune.errors import UserError
 from dispatchtune.paths import disk_space_errors
 from dispatchtune.runinfo import RUN_INFO, RunInfo, write_run_info
