@@ -76,11 +76,14 @@ def fetch_converter(version: str) -> Path:
 
 def models_dir() -> Path:
     """llama.cpp's `models/` folder: tokenizer vocabularies of published checkpoints with their test vectors
-    (`ggml-vocab-<name>.gguf`, `.inp`, `.out`) and published chat templates (`templates/`). LLAMA_CPP_DIR's, else the
-    one unpacked from the llama-cpp-python sources. Never downloads: what uses it (real-vocabulary tiny models, their
-    tests) works offline, so a missing folder is a UserError naming the set-up step."""
+    (`ggml-vocab-<name>.gguf`, `.inp`, `.out`) and published chat templates (`templates/`). LLAMA_CPP_DIR's where that tree has
+    one (a llama.cpp checkout does), else the one unpacked from the llama-cpp-python sources. Never downloads: what
+    uses it (real-vocabulary tiny models, their tests) works offline, so a missing folder is a UserError naming the
+    set-up step."""
     user_dir = os.environ.get("LLAMA_CPP_DIR")
-    folder = Path(user_dir) / "models" if user_dir else CACHE_DIR / f"llama.cpp-{llama_cpp_version()}-models"
+    folder = CACHE_DIR / f"llama.cpp-{llama_cpp_version()}-models"
+    if user_dir and (Path(user_dir) / "models" / "templates").is_dir():
+        folder = Path(user_dir) / "models"
     if not (folder / "templates").is_dir():
         raise UserError(f"llama.cpp's tokenizer vocabularies are not in {folder}: run "
                         "scripts/install_export_tools.sh (or python -m dispatchtune.export.llama_cpp_tools fetch)")
