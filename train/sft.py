@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import importlib.metadata
 import importlib.util
 import subprocess
@@ -35,6 +34,7 @@ from dispatchtune.runinfo import RUN_INFO, RunInfo, write_run_info
 from .catalog import add_recipe_argument
 from .checkpoints import last_complete_checkpoint
 from .config import Recipe, load_recipe
+from .encode import encoded, file_sha256
 
 LIBRARIES = ("dispatchtune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "wandb", "bitsandbytes")
 
@@ -96,7 +96,7 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
         model={"name_or_path": recipe.model.name_or_path, "resolved": model_path, **args.model_init_kwargs,
                "qlora": recipe.model.qlora},
         mask={"method": fmt.method, "end_of_turn": fmt.end_of_turn},
-        data={"train": {"path": recipe.data.train, "sha256": _sha256(Path(recipe.data.train)), **counts},
+        data={"train": {"path": recipe.data.train, "sha256": file_sha256(Path(recipe.data.train)), **counts},
               "heldout": _file_info(Path(recipe.data.heldout))},
         metrics={"train_loss": whole_run_loss(trainer.state.log_history, _step_of(last_checkpoint),
                                               result.metrics.get("train_loss"), trainer.state.global_step),
@@ -180,7 +180,6 @@ def _datasets(recipe: Recipe, fmt, state):
     """The encoded training set, the held-out one (only when training.eval_strategy asks for eval loss: its
     samples with an assistant turn), and the training set's counts. The main process encodes (or finds them in
     RUN/cache, `train.encode`); the other processes wait, then load its copy."""
-    from .encode import encoded
 
     train_path = data_file(recipe.data.train, "data.train")
     common = {"max_length": recipe.training.max_length, "cache_dir": recipe.dir / "cache",
@@ -406,16 +405,9 @@ def _wandb_info(run) -> dict:
             "wandb_entity": run and (run.entity or None), "wandb_dir": run and str(Path(run.dir).parent)}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _file_info(path: Path) -> dict | None:
-    return {"path": str(path), "sha256": _sha256(path)} if path.is_file() else None
+    return {"path": str(path), "sha256": file_sha256(path)} if path.is_file() else None
 
 
 def _versions(names=LIBRARIES) -> dict:
