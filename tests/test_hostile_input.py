@@ -13,7 +13,6 @@ import errno
 import io
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -151,9 +150,8 @@ def test_hostile_record_is_one_rejection_naming_file_record_and_field(examples, 
                                                                       reason, field, words):
     good = {"openai": "openai_messages", "xlam": "xlam", "hermes": "hermes_v1",
             "sharegpt": "llamafactory_sharegpt_tools"}[fmt]
-    started = time.perf_counter()
+    # speed on such input is measured by scripts/bench_hostile.py (docs/benchmarks.md), not here
     stats, rejected, path = _prep(tmp_path, fmt, [json.dumps(make(examples)), json.dumps(examples[good])], capsys)
-    assert time.perf_counter() - started < 30  # no quadratic scan (a 441 KB Hermes turn once took over a minute)
     assert (stats["read"], stats["accepted"], stats["rejected"]) == (2, 1, 1), rejected
     (r,) = rejected
     assert r["source"] == str(path) and r["index"] == 0 and r["reason"] == reason, r
@@ -195,9 +193,7 @@ def test_toolllama_react_text_with_many_action_lines(shared_data, tmp_path, caps
     record = max(records, key=lambda r: len(r["conversations"]))
     turn = next(t for t in record["conversations"] if t["from"] == "assistant")
     turn["value"] = "Thought: hmm" + "\nAction: x" * 100_000  # no Action Input: once quadratic
-    started = time.perf_counter()
     stats, rejected, _ = _prep(tmp_path, "toolllama", json.dumps([record]).encode(), capsys, "in.json")
-    assert time.perf_counter() - started < 30
     assert stats["read"] == 1 and rejected[0]["reason"] == "bad_shape" and "value" in rejected[0]["field"]
 
 
