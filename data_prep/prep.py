@@ -12,7 +12,7 @@ import statistics
 import sys
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class PrepConfig:
     progress: bool = True
     workers: int | None = None  # processes converting records; None: one per core (`data_prep.parallel`)
     chat_format: Any = None  # or a ready `train.mask.ChatFormat`: the training format (recipe template and kwargs)
+    heldout_inputs: list[Path] = field(default_factory=list)  # held out whole, beside the split of `inputs`
 
 
 @dataclass
@@ -138,7 +139,7 @@ def _write(cfg: PrepConfig, tmp: dict[str, Path]) -> dict:
     infos: list[SplitInfo] = []
     origins: list[Item] = []  # where each accepted sample came from, should the split drop it
     with open(accepted_tmp, "w", encoding="utf-8") as acc, open(tmp["rejected.jsonl"], "w", encoding="utf-8") as rej:
-        for path in cfg.inputs:
+        for path in [*cfg.inputs, *cfg.heldout_inputs]:
             fmt, records = _open(path, cfg.format)
             src = sources.setdefault(str(path), _Source(fmt))
             bar = tqdm(desc=path.name, unit=" rec", disable=not cfg.progress, leave=False, mininterval=0.5)
@@ -155,7 +156,8 @@ def _write(cfg: PrepConfig, tmp: dict[str, Path]) -> dict:
                     continue
                 src.accepted += 1
                 acc.write(line + "\n")
-                infos.append(done.info)
+                # a held-out input's samples are held out as the split holds out prompts, with their queries
+                infos.append(replace(done.info, prompt=True) if path in cfg.heldout_inputs else done.info)
                 origins.append(Item(item.source, item.index, record_id=item.record_id))
             bar.close()
 
@@ -196,7 +198,7 @@ def _write(cfg: PrepConfig, tmp: dict[str, Path]) -> dict:
 def _check_config(cfg: PrepConfig) -> None:
     if not cfg.inputs:
         raise UserError("no input files given")
-    for p in cfg.inputs:
+    for p in [*cfg.inputs, *cfg.heldout_inputs]:
         if not p.is_file():
             raise UserError(f"input file not found: {p}")
         try:
@@ -334,6 +336,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout-tools-in-train", default="strip", choices=HELDOUT_TOOLS_IN_TRAIN,
                    help="with --split-by tool, training samples that offer a held-out tool without calling it: strip "
                         "it from their tool lists (default), drop the samples (counted as rejected), or keep them")
+    p.add_argument("--heldout-inputs", nargs="+", type=Path, default=[], metavar="FILE",
+                   help="files held out whole (a test set made apart from the training data), validated like the "
+                        "inputs; with --heldout-frac 0 the inputs all train")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (same seed, same split)")
     p.add_argument("--tokenizer", help="tokenizer dir or Hub id: render samples through its chat template")
     p.add_argument("--max-tokens", type=int, help="with --tokenizer: reject samples longer than this")
@@ -346,7 +351,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = PrepConfig(args.inputs, args.out, args.format, args.heldout_frac, args.split_by, args.seed,
                      args.heldout_tools_in_train, args.tokenizer, args.max_tokens, args.max_record_mb,
-                     progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers)
+                     progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers,
+                     heldout_inputs=args.heldout_inputs)
     stats = prep(cfg)
     print(summary(stats, cfg.out))
     return 0

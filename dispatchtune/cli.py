@@ -12,6 +12,7 @@ from .errors import UserError
 
 # subcommand -> (module with add_arguments(parser) and run(args), one-line help)
 COMMANDS = {
+    "synth": ("dispatchtune.data_prep.synthetic", "write the demo's seeded dispatch data: train and held-out samples"),
     "prep": ("dispatchtune.data_prep.prep", "convert tool-call datasets into validated, split canonical samples"),
     "tiny": ("dispatchtune.tiny_models", "build tiny random models of each family for tests and the demo"),
     "eval": ("dispatchtune.eval.cli", "build eval cases, run models on them, score, compare and gate"),

@@ -66,8 +66,9 @@ system user assistant tool ipython model function arguments parameters name cont
 """
 
 
-def build_tokenizer(name: str):
-    """A byte-level BPE tokenizer trained on the built-in corpus, with the family's real special tokens and template."""
+def build_tokenizer(name: str, corpus: list[str] = (), vocab_size: int = TOKENIZER_VOCAB_SIZE):
+    """A byte-level BPE tokenizer trained on the built-in corpus (and `corpus`, texts such as training samples
+    rendered in the chat template), with the family's real special tokens and template."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     spec = family(name)
@@ -84,13 +85,13 @@ def build_tokenizer(name: str):
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB_SIZE,
+        vocab_size=vocab_size,
         min_frequency=2,
         special_tokens=list(spec.leading_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodes, whatever the text
         show_progress=False,
     )
-    tok.train_from_iterator([_CORPUS, template or ""], trainer=trainer)
+    tok.train_from_iterator([_CORPUS, template or "", *corpus], trainer=trainer)
     return _family_tokenizer(spec, tok)
 
 
@@ -179,9 +180,12 @@ def build_real_tokenizer(name: str):
 
 
 def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HIDDEN_SIZE, seed: int = 0,
-                     vocab: str = "trained") -> Path:
+                     vocab: str = "trained", corpus: Path | None = None, layers: int | None = None,
+                     heads: int | None = None) -> Path:
     """Write a tiny model of family `name` (tokenizer, safetensors weights, generation config) to `out_dir`; return it.
     `vocab`: "trained" (a tokenizer trained here) or "real" (the family's real one, `build_real_tokenizer`).
+    `corpus`: a JSON Lines file of samples whose text the trained tokenizer also learns from, so that the data a
+    model is to be trained on tokenizes into few tokens. `layers`, `heads`: other than the family's tiny shape.
 
     The build happens in a temporary sibling directory renamed into place at the end, so `out_dir` is either
     absent or complete. A complete `out_dir` built with the same settings is returned as is; one built with other
@@ -197,10 +201,21 @@ def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HID
     if vocab == "real":
         _real_vocab(spec)  # refuse a family without one before anything is written
         recipe["vocab"] = vocab
+        if corpus:
+            raise UserError("--corpus trains the tokenizer; the real vocabulary is fixed (use --vocab trained)")
+    texts = corpus_texts(Path(corpus)) if corpus else []
+    if corpus:
+        recipe["corpus_sha256"] = hashlib.sha256(Path(corpus).read_bytes()).hexdigest()
+    for key, value in (("layers", layers), ("heads", heads)):
+        if value is not None:
+            if value < 1 or key == "heads" and hidden_size % value:
+                raise UserError(f"--{key} {value}: expected a positive number"
+                                + (f" that divides the hidden size {hidden_size}" if key == "heads" else ""))
+            recipe[key] = value
     if _reusable(out_dir, recipe):
         return out_dir
     with staging(out_dir, directory=True) as tmp:
-        _write_model(spec, tmp, hidden_size, seed, vocab)
+        _write_model(spec, tmp, hidden_size, seed, vocab, texts, layers, heads)
         (tmp / MARKER).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
         try:
             commit(tmp, out_dir, replace=False)
@@ -231,14 +246,60 @@ def _reusable(out_dir: Path, recipe: dict) -> bool:
     return True
 
 
-def _write_model(spec: Family, out: Path, hidden_size: int, seed: int, vocab: str = "trained") -> None:
+def corpus_texts(path: Path) -> list[str]:
+    """The text of a JSON Lines file of samples as a chat template shows it: every string, with the JSON held in
+    strings (tool lists, call arguments) written out as templates write JSON."""
+    def strings(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+        elif isinstance(value, str):
+            if value[:1] in "[{":
+                try:
+                    yield from strings(json.loads(value))
+                    yield json.dumps(json.loads(value), ensure_ascii=False)
+                    return
+                except ValueError:
+                    pass
+            yield value
+
+    texts = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    texts.append("\n".join(strings(json.loads(line))))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--corpus {path}: cannot read it ({e})") from None
+    except ValueError as e:
+        raise UserError(f"--corpus {path}: line {n} is not JSON ({e})") from None
+    return texts
+
+
+def _reshape(config, layers: int | None, heads: int | None) -> None:
+    """Another depth (the family's layer-type pattern repeated) or number of attention heads (all full heads)."""
+    if layers:
+        if getattr(config, "layer_types", None):
+            config.layer_types = [config.layer_types[i % len(config.layer_types)] for i in range(layers)]
+        config.num_hidden_layers = layers
+    if heads:
+        config.num_attention_heads = config.num_key_value_heads = heads
+        config.head_dim = config.hidden_size // heads
+
+
+def _write_model(spec: Family, out: Path, hidden_size: int, seed: int, vocab: str = "trained",
+                 corpus: list[str] = (), layers: int | None = None, heads: int | None = None) -> None:
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     real = spec.real_vocab if vocab == "real" else None
-    tokenizer = build_real_tokenizer(spec.name) if real else build_tokenizer(spec.name)
+    tokenizer = build_real_tokenizer(spec.name) if real else build_tokenizer(spec.name, corpus)
     ids = tokenizer.convert_tokens_to_ids
     config = spec.tiny_config(hidden_size, real.vocab_size if real else len(tokenizer))
+    _reshape(config, layers, heads)
     config.bos_token_id = ids(spec.bos_token) if spec.bos_token else None
     config.eos_token_id = ids(spec.eos_token)
     config.pad_token_id = ids(spec.pad_token) if spec.pad_token else None
@@ -270,6 +331,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--hidden-size", type=int, default=DEFAULT_HIDDEN_SIZE, help="model width, a multiple of 128 (default: 256)"
     )
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: %(default)s)")
+    parser.add_argument("--corpus", type=Path, help="a JSON Lines file of samples the trained tokenizer also learns "
+                        "from (the demo's training data), so they tokenize into fewer tokens")
+    parser.add_argument("--layers", type=int, help="number of layers (default: the family's tiny depth, 2 for most)")
+    parser.add_argument("--heads", type=int, help="attention heads, dividing the hidden size (default: the family's)")
     parser.add_argument(
         "--vocab", choices=VOCABS, default="trained",
         help="trained: a ~1,000-token tokenizer trained here (small, quick models; the default); real: the family's "
@@ -284,7 +349,8 @@ def run(args: argparse.Namespace) -> int:
         names = [n for n in names if FAMILIES[n].real_vocab]
     for name in names:
         out = args.out / name if args.family == "all" else args.out
-        path = build_tiny_model(name, out, hidden_size=args.hidden_size, seed=args.seed, vocab=args.vocab)
+        path = build_tiny_model(name, out, hidden_size=args.hidden_size, seed=args.seed, vocab=args.vocab,
+                                corpus=args.corpus, layers=args.layers, heads=args.heads)
         print(f"{name}: {path} (stands for {FAMILIES[name].hub_id}, {args.vocab} vocabulary)")
     return 0
 

@@ -1,0 +1,272 @@
+"""Seeded dispatch data for the demo: everyday tool calls a model trained from scratch on a CPU can learn.
+
+    dispatchtune synth --out data/synthetic [--train 4000] [--heldout 160] [--seed 0]
+
+Writes train.jsonl and heldout.jsonl (OpenAI-messages samples, the canonical format). Ten tools (weather, local time,
+currency conversion, timers, calls, music, taxis, contact lookup, ...) and five kinds of sample, in the categories the
+scorer reports: a single call (one tool offered, or a choice of two to four), parallel calls (the same tool twice, or
+two tools), no call (chit-chat, or a request no offered tool performs), and a two-step chain (look up a contact's
+city, then call a tool with the city the lookup returned, then answer).
+
+The held-out file is the test of generalisation, so it shares nothing with training but the tools: every argument
+value (coined place, people and artist names, numbers, currency codes) comes from a pool split between the two files,
+and every user phrasing from a list split the same way. A model that scores on it has learned to pick the tool and
+copy values it has never seen, not memorised answers. The values are coined rather than real names so that no
+tokenizer or model has an advantage from having seen them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from dispatchtune.atomic import write_text
+
+
+def _tool(tool: str, description: str, **params: str) -> dict:
+    return {"type": "function", "function": {
+        "name": tool, "description": description,
+        "parameters": {"type": "object", "properties": {p: {"type": t} for p, t in params.items()},
+                       "required": list(params)}}}
+
+
+TOOLS = {t["function"]["name"]: t for t in (
+    _tool("get_weather", "Current weather in a city.", city="string"),
+    _tool("get_time", "Local time in a city.", city="string"),
+    _tool("book_taxi", "Book a taxi to a place.", destination="string"),
+    _tool("convert_currency", "Convert money between currencies.", amount="number",
+          source="string", target="string"),
+    _tool("set_timer", "Start a timer.", minutes="integer"),
+    _tool("call_contact", "Phone a contact.", name="string"),
+    _tool("play_music", "Play songs by an artist.", artist="string"),
+    _tool("find_contact", "Look up where a contact lives.", name="string"),
+    _tool("get_news", "Latest news about a topic.", topic="string"),
+    _tool("send_message", "Send a short text to a contact.", name="string",
+          text="string"),
+)}
+
+# User phrasings per intent (and chit-chat below); the last two of each list are held out. {x} are the argument slots.
+PHRASINGS = {
+    "get_weather": ["What's the weather in {city}?", "Weather for {city} please.", "Is it raining in {city}?",
+                    "How warm is it in {city} today?", "Tell me the weather in {city}.",
+                    "Do I need a coat in {city}?", "What is the weather like in {city} right now?",
+                    "Check the weather for {city}."],
+    "get_time": ["What time is it in {city}?", "Current time in {city}?", "Tell me the time in {city}.",
+                 "What's the local time in {city}?", "Time in {city} please.", "Is it late in {city} now?",
+                 "What is the time over in {city}?", "Give me the time in {city}."],
+    "book_taxi": ["Book a taxi to {destination}.", "Get me a cab to {destination}.", "I need a taxi to {destination}.",
+                  "Order a taxi to {destination} please.", "Call a cab to take me to {destination}.",
+                  "Taxi to {destination}.", "Can you get me a taxi to {destination}?",
+                  "Send a cab to bring me to {destination}."],
+    "convert_currency": ["Convert {amount} {source} to {target}.", "How much is {amount} {source} in {target}?",
+                         "Change {amount} {source} into {target}.", "What are {amount} {source} in {target}?",
+                         "{amount} {source} to {target} please.", "Convert {amount} {source} into {target} for me.",
+                         "How many {target} do I get for {amount} {source}?",
+                         "Please convert {amount} {source} to {target}."],
+    "set_timer": ["Set a timer for {minutes} minutes.", "Timer for {minutes} minutes please.",
+                  "Start a {minutes} minute timer.", "Remind me in {minutes} minutes with a timer.",
+                  "Count down {minutes} minutes.", "Set a {minutes} minute timer.",
+                  "Can you start a timer for {minutes} minutes?", "Put a timer on for {minutes} minutes."],
+    "call_contact": ["Call {name}.", "Phone {name} please.", "Ring {name}.", "Give {name} a call.",
+                     "Can you call {name} now?", "Dial {name}.", "Please phone {name} for me.",
+                     "I want to call {name}."],
+    "play_music": ["Play {artist}.", "Play some {artist}.", "Put on songs by {artist}.", "I want to hear {artist}.",
+                   "Play music by {artist}.", "Start playing {artist}.", "Can you play {artist} for me?",
+                   "Put on some {artist} please."],
+    "get_news": ["News about {topic}?", "Latest news on {topic}.", "What's new with {topic}?",
+                 "Any news about {topic} today?", "Show me news on {topic}.", "Get the latest on {topic}.",
+                 "What is the news about {topic}?", "Find news about {topic}."],
+    "send_message": ["Text {name} {text}.", "Send {name} a message: {text}.", "Message {name} saying {text}.",
+                     "Tell {name} {text}.", "Send a text to {name}: {text}.", "Write to {name}: {text}.",
+                     "Please text {name} that {text}.", "Let {name} know {text}."],
+}
+# Chains: find_contact(name) returns the contact's city, which the second call takes.
+CHAINS = {
+    "get_weather": ["What's the weather where {name} lives?", "Is it raining where {name} is?",
+                    "How warm is it at {name}'s place?", "Check the weather in {name}'s city.",
+                    "What is the weather like where {name} lives?", "Weather at {name}'s home please."],
+    "get_time": ["What time is it where {name} lives?", "Is it late for {name} now?",
+                 "What's the local time at {name}'s place?", "Tell me the time in {name}'s city.",
+                 "What is the time where {name} is?", "Time at {name}'s home please."],
+    "book_taxi": ["Book a taxi to {name}'s city.", "Get me a cab to where {name} lives.",
+                  "I need a taxi to {name}'s place.", "Order a taxi to {name}'s home.",
+                  "Can you get me a taxi to where {name} is?", "Send a cab to take me to {name}'s city."],
+}
+CHITCHAT = ["Hi there!", "Thanks a lot.", "Tell me a joke.", "How are you today?", "Good morning!",
+            "What can you do?", "Who made you?", "Nice to meet you.", "You are great.", "Goodbye!",
+            "Hello, anyone there?", "Thank you so much!"]
+NO_TOOL_ANSWER = "Sorry, I have no tool for that."
+CHITCHAT_ANSWER = "Hello! Ask me to call one of my tools."
+
+_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "tr", "st", "sh"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
+_CODAS = ["", "", "n", "r", "l", "s", "m"]
+_CURRENCIES = ["USD", "EUR", "JPY", "GBP", "CHF", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "INR",
+               "BRL", "MXN", "ZAR", "TRY", "KRW", "SGD", "NZD", "THB", "ILS", "CNY"]
+_TOPICS = ["chess", "tennis", "rockets", "robots", "jazz", "bees", "trains", "volcanoes", "cheese", "sailing",
+           "comets", "castles", "coffee", "gardens", "whales", "bridges", "cycling", "pottery", "deserts", "owls"]
+_TEXTS = ["running late", "see you soon", "call me back", "dinner at eight", "on my way", "happy birthday",
+          "meeting moved", "bring the keys", "good luck today", "lunch tomorrow", "almost there", "miss you"]
+_CONDITIONS = ["sunny", "rainy", "cloudy", "windy", "snowy", "foggy"]
+
+
+class _Pools:
+    """Argument values, each pool split into a training part and a held-out part that share no value."""
+
+    def __init__(self, rng: random.Random):
+        names = sorted({self._name(rng) for _ in range(3000)})
+        rng.shuffle(names)
+        split = lambda xs, k: (xs[: len(xs) - k], xs[len(xs) - k :])  # noqa: E731
+        cities, people, artists = names[:800], names[800:1600], names[1600:2400]
+        self.train, self.heldout = {}, {}
+        for key, values, k in (("city", cities, 160), ("name", people, 160), ("artist", artists, 160),
+                               ("source", _CURRENCIES, 6), ("topic", _TOPICS, 5), ("text", _TEXTS, 3)):
+            self.train[key], self.heldout[key] = split(values, k)
+        self.train["target"], self.heldout["target"] = self.train["source"], self.heldout["source"]
+        self.train["destination"], self.heldout["destination"] = self.train["city"], self.heldout["city"]
+
+    @staticmethod
+    def _name(rng: random.Random) -> str:
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.choice((2, 2, 3))))
+        return (word + rng.choice(_CODAS)).capitalize()
+
+
+class Generator:
+    def __init__(self, seed: int, heldout: bool):
+        self.rng = random.Random(seed)
+        pools = _Pools(random.Random(1234))  # the same value split whatever the sample seed
+        self.values = pools.heldout if heldout else pools.train
+        self.heldout = heldout
+
+    def phrase(self, options: list[str]) -> str:
+        return self.rng.choice(options[-2:] if self.heldout else options[:-2])
+
+    def args(self, tool: str) -> dict:
+        out = {}
+        for param, spec in TOOLS[tool]["function"]["parameters"]["properties"].items():
+            if spec["type"] == "integer":
+                out[param] = self.rng.randint(2, 90)
+            elif spec["type"] == "number":
+                out[param] = self.rng.choice((self.rng.randint(5, 999), self.rng.randint(1, 99) * 10))
+            else:
+                out[param] = self.rng.choice(self.values[param])
+        if "target" in out:
+            out["target"] = self.rng.choice([c for c in self.values["target"] if c != out["source"]])
+        return out
+
+    def offer(self, needed: list[str], extra: int, avoid: str | None = None) -> list[dict]:
+        """The needed tools and `extra` others (never `avoid`), in random order."""
+        others = [t for t in TOOLS if t not in needed and t != avoid]
+        names = list(dict.fromkeys(needed)) + self.rng.sample(others, extra)
+        self.rng.shuffle(names)
+        return [TOOLS[n] for n in names]
+
+    def request(self, tool: str) -> tuple[str, dict]:
+        args = self.args(tool)
+        return self.phrase(PHRASINGS[tool]).format(**args), args
+
+    def exchange(self, kind: str, offered: list[str], n: str, answered: bool) -> list[dict]:
+        """One user request and what follows it, with the tools `offered`: the call turn, and, if `answered`,
+        its results and a short answer (a chain is always answered: its second call needs the first's result)."""
+        rng = self.rng
+        if kind == "no_call":
+            missing = [t for t in PHRASINGS if t not in offered]
+            if rng.random() < 0.5 or not missing:
+                return [_user(self.phrase(CHITCHAT)), _answer(CHITCHAT_ANSWER)]
+            return [_user(self.request(rng.choice(missing))[0]), _answer(NO_TOOL_ANSWER)]
+        if kind == "chain":
+            tool = rng.choice([t for t in CHAINS if t in offered])
+            name, city = rng.choice(self.values["name"]), rng.choice(self.values["city"])
+            param = next(iter(TOOLS[tool]["function"]["parameters"]["properties"]))
+            result = {"city": city, "condition": rng.choice(_CONDITIONS)} if tool == "get_weather" else {"ok": True}
+            return [_user(self.phrase(CHAINS[tool]).format(name=name)),
+                    _calls(f"{n}a", [("find_contact", {"name": name})]), _result(f"{n}a", 0, {"city": city}),
+                    _calls(f"{n}b", [(tool, {param: city})]), _result(f"{n}b", 0, result), _answer("Done.")]
+        tools = [rng.choice([t for t in offered if t in PHRASINGS]) for _ in range(1 if kind == "single" else 2)]
+        requests = [self.request(t) for t in tools]
+        user = requests[0][0]
+        if kind == "parallel":
+            second = requests[1][0]
+            user = f"{user.rstrip('.?!')} and {second[0].lower()}{second[1:]}"
+        messages = [_user(user), _calls(n, [(t, args) for t, (_, args) in zip(tools, requests)])]
+        if answered:
+            messages += [_result(n, i, {"ok": True}) for i in range(len(tools))] + [_answer("Done.")]
+        return messages
+
+    def kind(self, offered: list[str]) -> str:
+        kinds = [k for k in KINDS if k != "chain" or "find_contact" in offered and set(CHAINS) & set(offered)]
+        return self.rng.choices(kinds, [KINDS[k] for k in kinds])[0]
+
+    def sample(self, n: int) -> dict:
+        """A held-out sample is one request with the tools it needs and up to two others; a training sample is a
+        session of one to six requests over two to five offered tools (the tool list, the longest part of the
+        prompt, is then read once for several calls). Calls that more requests follow get their results."""
+        rng, sid = self.rng, f"{'heldout' if self.heldout else 'train'}-{n}"
+        if self.heldout:
+            kind = rng.choices(list(KINDS), list(KINDS.values()))[0]
+            if kind == "chain":
+                needed = ["find_contact", rng.choice(list(CHAINS))]
+            elif kind == "no_call":
+                needed = []
+            else:
+                needed = [rng.choice(list(PHRASINGS)) for _ in range(1 if kind == "single" else 2)]
+            offered = [t["function"]["name"] for t in self.offer(needed, rng.choice((0, 1, 2)) + (not needed))]
+            messages = self.exchange(kind, offered, sid, answered=False)
+        else:
+            offered = [t["function"]["name"] for t in self.offer([], rng.randint(2, 5))]
+            count = rng.randint(1, 6)
+            messages = [m for k in range(count)
+                        for m in self.exchange(self.kind(offered), offered, f"{sid}_{k}", answered=k < count - 1)]
+        return {"id": sid, "messages": messages, "tools": [TOOLS[t] for t in offered]}
+
+
+KINDS = {"single": 0.45, "parallel": 0.2, "no_call": 0.15, "chain": 0.2}
+
+
+def _answer(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def _user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def _calls(n, calls: list[tuple[str, dict]]) -> dict:
+    return {"role": "assistant", "content": "", "tool_calls": [
+        {"id": f"call_{n}_{i}", "type": "function", "function": {"name": name, "arguments": args}}
+        for i, (name, args) in enumerate(calls)]}
+
+
+def _result(n, i: int, content: dict) -> dict:
+    return {"role": "tool", "tool_call_id": f"call_{n}_{i}", "content": json.dumps(content)}
+
+
+def generate(count: int, *, seed: int, heldout: bool) -> list[dict]:
+    """`count` samples (see `Generator.sample`), seeded."""
+    gen = Generator(seed, heldout)
+    return [gen.sample(n) for n in range(count)]
+
+
+def write(out: Path, *, train: int, heldout: int, seed: int) -> dict[str, Path]:
+    paths = {}
+    for name, count, held in (("train", train, False), ("heldout", heldout, True)):
+        rows = generate(count, seed=seed + held, heldout=held)
+        paths[name] = out / f"{name}.jsonl"
+        write_text(paths[name], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return paths
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="output directory (train.jsonl, heldout.jsonl)")
+    parser.add_argument("--train", type=int, default=4000, help="training samples (default: %(default)s)")
+    parser.add_argument("--heldout", type=int, default=160, help="held-out samples (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="sample seed (the value split is fixed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = write(args.out, train=args.train, heldout=args.heldout, seed=args.seed)
+    print(f"wrote {args.train:,} training samples to {paths['train']} and {args.heldout:,} held-out samples to "
+          f"{paths['heldout']} (values and phrasings disjoint)")
+    return 0
