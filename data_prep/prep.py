@@ -59,7 +59,8 @@ class _Source:
 class _TokenCheck:
     """Renders each sample with its tools through a chat template; rejects those over max_tokens. The template is
     the training format's (`chat_format`: a `train.mask.ChatFormat`, with the recipe's template and kwargs) or, for
-    `prep --tokenizer`, the tokenizer's own."""
+    `prep --tokenizer`, the tokenizer's own. The sample is measured as rendered for inference, which is the length
+    of the longest row it trains as (`train.mask.ChatFormat.encode`), or more where messages follow its last turn."""
 
     def __init__(self, path: str | None, max_tokens: int | None, chat_format=None):
         if chat_format is not None:

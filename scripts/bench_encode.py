@@ -3,14 +3,14 @@
 Writes a ToolLLaMA-shaped file (`make_corpus.py --shape toolllama`), runs `dispatchtune prep` on it, and measures
 in one run, on the accepted samples:
 
-- floor: each sample rendered once with the chat template (not timed), then the tokenizer alone on those texts as
+- floor: the text of each row encode makes of each sample (not timed), then the tokenizer alone on those texts as
   one batch (`tokenizer(texts)`: Rust, every core): what tokenizing costs with nothing else;
 - encode: `train.encode.encoded` as training runs it (render, tokenize, mask and its checks, every core through
   `datasets.map(num_proc=...)`, saved to the cache: the wall time a training run waits), and with `--single` also
   in one process;
 - reuse: the same call again, loading the cache.
 
-Throughput counts the encoded tokens of each sample (no max_length cut). CPU seconds add this process's and its
+Throughput counts the encoded tokens of each row (no max_length cut). CPU seconds add this process's and its
 finished children's, so on a machine shared with other work they say what wall times cannot. The tokenizer is a Qwen3 one: by default
 the tiny Qwen3 model's (`dispatchtune tiny`: Qwen3's chat template and special tokens, a vocabulary trained locally,
 so token counts differ from the real one's), or --tokenizer DIR for the real one.
@@ -62,8 +62,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     fmt = ChatFormat.from_tokenizer(tokenizer, template_kwargs={"enable_thinking": False})  # as recipes/qwen3-*
     samples = list(read_jsonl(data))
-    texts = [fmt._render([s.messages], s.tools or None, fmt.training_template)[0] for s in samples]  # what encode
-    # tokenizes: the training template (TRL's marked copy where there is one)
+    texts = [tokenizer.decode(ids) for s in samples for ids, _ in fmt.encode(s)]  # what encode tokenizes
 
     cache = work / "cache"
     rows = []
@@ -93,8 +92,9 @@ def main() -> None:
     print(f"\ndate {datetime.date.today()}; {platform.machine()}, {os.cpu_count()} cores, load average "
           f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; Python {platform.python_version()}; tokenizer "
           f"{tokenizer_dir} ({type(tokenizer).__name__}, vocabulary {len(tokenizer)})")
-    print(f"input: {args.records:,} ToolLLaMA-shaped records -> {len(samples):,} samples, {counts['tokens']:,} tokens "
-          f"({counts['tokens'] / len(samples):,.0f} a sample), {counts['trained_tokens']:,} trained\n")
+    print(f"input: {args.records:,} ToolLLaMA-shaped records -> {len(samples):,} samples in {counts['rows']:,} rows, "
+          f"{counts['tokens']:,} tokens ({counts['tokens'] / len(samples):,.0f} a sample), "
+          f"{counts['trained_tokens']:,} trained\n")
     print("| run | wall s | CPU s | samples/s | tokens/s | x floor throughput |")
     print("|---|---:|---:|---:|---:|---:|")
     floor = rows[0][3] / rows[0][1]

@@ -93,7 +93,8 @@ TINY_LENGTH_SCALE, TINY_SEQ_LEN = 1 / 8, 1024
 # the same queries through both readers. Each is rendered with Qwen3's chat template and tools, thinking off, and
 # masked by train.mask (the tiny Qwen3, which has the real template and special tokens). Tokens = special tokens +
 # the other characters / CHARS_PER_TOKEN: the tiny tokenizer's own count means nothing for the real one. Regenerate:
-# `python scripts/bench_train.py --derive-lengths ../shared/data/toolbench`.
+# `python scripts/bench_train.py --derive-lengths ../shared/data/toolbench`. These values predate training a Qwen3
+# sample as one row per assistant turn (train.mask); --derive-lengths now prints the rows, shorter and less trained.
 # Assumed characters per token of Qwen3's tokenizer on this text: about 4 on English prose, fewer on JSON (quotes,
 # braces, and digits, which it splits one per token). If the true ratio is r, these lengths are r / 3.5 times the truth.
 CHARS_PER_TOKEN = 3.5
@@ -463,7 +464,7 @@ def versions() -> str:
 
 
 def derive_lengths(toolbench: Path) -> list[tuple[int, int]]:
-    """TOOLBENCH from the data (see its comment): (tokens, trained tokens) per accepted sample, sorted."""
+    """TOOLBENCH from the data (see its comment): (tokens, trained tokens) per row of the accepted samples, sorted."""
     from transformers import AutoTokenizer
 
     from dispatchtune.data_prep.prep import PrepConfig, prep
@@ -484,8 +485,8 @@ def derive_lengths(toolbench: Path) -> list[tuple[int, int]]:
 
         out = []
         for sample in read_jsonl(Path(tmp) / "data" / "train.jsonl"):
-            ids, mask = fmt.encode(sample)
-            out.append((estimate(ids), estimate([i for i, m in zip(ids, mask) if m])))
+            for ids, mask in fmt.encode(sample):
+                out.append((estimate(ids), estimate([i for i, m in zip(ids, mask) if m])))
     return sorted(out)
 
 

@@ -38,14 +38,18 @@ def fmt(tiny_models):
 
 def test_parallel_encode_matches_one_by_one_and_is_cached(data, fmt, tmp_path):
     samples = list(read_jsonl(data))
-    want = [encode_sample(fmt, s, 4096) for s in samples]
+    want = [row for s in samples for row in encode_sample(fmt, s, 4096)]
     ds, counts = encoded(fmt, data, max_length=4096, name="train", cache_dir=tmp_path, progress=False, num_proc=2)
     assert ds["input_ids"] == [w["input_ids"] for w in want]
     assert ds["assistant_masks"] == [w["assistant_masks"] for w in want]
-    assert counts == {"samples": len(samples), **{k: sum(w[k] for w in want) for k in
-                                                  ("tokens", "trained_tokens", "truncated", "truncated_tokens",
-                                                   "tool_calls")}}
-    assert 0 < counts["truncated"] < len(samples)  # two ToolBench traces are longer than 4096
+    assert counts == {"rows": len(want), **{k: sum(w[k] for w in want) for k in
+                                            ("samples", "left_out", "tokens", "trained_tokens", "truncated",
+                                             "truncated_tokens", "tool_calls")}}
+    # Qwen3 trains each assistant turn of a multi-turn sample in a row of its own (train/mask.py)
+    assert counts["samples"] == len(samples) < counts["rows"]
+    assert counts["tool_calls"] == sum(1 for s in samples for _ in s.calls())
+    # Two ToolBench traces outgrow 4096: the last row of one is cut, the last turns of the other have longer prompts
+    assert 0 < counts["truncated"] < counts["rows"] and counts["left_out"] > 0
     (cache,) = tmp_path.glob("encoded-train-*")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary names left
 
@@ -84,7 +88,7 @@ LAUNCHED = textwrap.dedent("""
     encode._build = logged_build
     _, tokenizer, fmt = sft.load_format(recipe)
     train_set, _, counts = sft._datasets(recipe, fmt, state)
-    print(f"rank {state.process_index}: {len(train_set)} samples, {counts['tokens']} tokens", flush=True)
+    print(f"rank {state.process_index}: {len(train_set)} rows, {counts['tokens']} tokens", flush=True)
 """)
 
 

@@ -158,6 +158,18 @@ def test_chat_format_per_family(chat_format, family, vocab):
     assert tokenizer.chat_template == (real.text() if real else None)  # the tokenizer is left alone
 
 
+# Rows a sample trains as, where not one: TRL's Qwen3/3.5 copies keep an empty think block in every earlier turn, where
+# the originals drop it from turns before the last user message (Qwen3: from every turn but the one being generated).
+ROWS = {("qwen3", PARALLEL.meta["id"]): 2, ("qwen3", CHAIN.meta["id"]): 3, ("qwen3", RETRY.meta["id"]): 3,
+        ("qwen3.5", RETRY.meta["id"]): 2}
+
+
+def render(tokenizer, fmt, family, messages, **kwargs) -> str:
+    """`messages` rendered with the inference template, as generation renders them."""
+    return tokenizer.apply_chat_template(messages, tools=TOOLS, chat_template=fmt.inference_template, tokenize=False,
+                                         **KWARGS.get(family, {}), **kwargs)
+
+
 @pytest.mark.parametrize("family, vocab", VOCABS)
 @pytest.mark.parametrize("s", [PARALLEL, CHAIN, RETRY], ids=["parallel", "chain", "retry"])
 def test_mask_trains_exactly_the_assistant_turns(chat_format, family, vocab, s):
@@ -166,34 +178,58 @@ def test_mask_trains_exactly_the_assistant_turns(chat_format, family, vocab, s):
         with pytest.raises(UserError, match=re.escape(s.where()) + ".*single tool-calls"):
             fmt.encode(s)
         return
-    ids, mask = fmt.encode(s)
-    assert ids == tokenizer.apply_chat_template(
-        s.messages, tools=s.tools, chat_template=fmt.training_template, **KWARGS.get(family, {})
-    )["input_ids"]
-    assert len(mask) == len(ids) and set(mask) == {0, 1}
+    rows = fmt.encode(s)
+    assert len(rows) == ROWS.get((family, s.meta["id"]), 1)
+    turns = [i for i, m in enumerate(s.messages) if m["role"] == "assistant"]
+    if len(rows) == 1:  # the whole sample as the training template renders it
+        assert rows[0][0] == tokenizer.apply_chat_template(
+            s.messages, tools=s.tools, chat_template=fmt.training_template, **KWARGS.get(family, {})
+        )["input_ids"]
+    runs = [(ids, a, b) for ids, mask in rows for a, b in spans(mask)]
+    done = 0  # turns in the rows so far
+    for ids, mask in rows:
+        assert len(mask) == len(ids) and set(mask) == {0, 1}
+        done += len(spans(mask))
+        if len(rows) > 1:  # each row is the inference rendering up to its last trained turn
+            assert tokenizer.decode(ids) == render(tokenizer, fmt, family, s.messages[: turns[done - 1] + 1])
 
-    runs = spans(mask)
-    trained = [tokenizer.decode(ids[a:b]) for a, b in runs]
+    trained = [tokenizer.decode(ids[a:b]) for ids, a, b in runs]
     assert trained == expected_turns(family, s)  # one span per assistant turn, markup and stop token included
     end_of_turn = tokenizer.convert_tokens_to_ids(FAMILIES[family].end_of_turn)
-    turns = [i for i, m in enumerate(s.messages) if m["role"] == "assistant"]
-    for i, (a, b) in zip(turns, runs):
+    for i, (ids, a, b) in zip(turns, runs):
         assert end_of_turn in ids[a:b]
         # What precedes a trained turn is what the model sees at inference: the prompt, generation cue included.
-        prompt = tokenizer.apply_chat_template(
-            s.messages[:i], tools=s.tools, chat_template=fmt.inference_template, add_generation_prompt=True,
-            tokenize=False, **KWARGS.get(family, {}),
-        )
-        if family in ("qwen3", "qwen3.5"):
-            # Except that TRL's copies keep an empty think block in every earlier turn, where the originals drop it
-            # from turns before the last user message (Qwen3: from every turn but the one being generated).
-            think = "<think>\n\n</think>\n\n"
-            assert tokenizer.decode(ids[:a]).replace(think, "") == prompt.replace(think, "")
-        else:
-            assert ids[:a] == tokenizer(prompt, add_special_tokens=False).input_ids
+        prompt = render(tokenizer, fmt, family, s.messages[:i], add_generation_prompt=True)
+        assert tokenizer.decode(ids[:a]) == prompt and ids[:a] == tokenizer(prompt, add_special_tokens=False).input_ids
     for text in (SYSTEM, QUESTION, *RESULTS, "<tool_response>"):
         assert not any(text in t for t in trained)
-    assert fmt.encode(s) == (ids, mask)  # deterministic
+    assert fmt.encode(s) == rows  # deterministic
+
+
+@pytest.mark.parametrize("family", TRL_FAMILIES)
+def test_a_single_turn_sample_is_one_row(chat_format, family):
+    tokenizer, fmt = chat_format(family)
+    s = Sample(CHAIN.messages[:3], TOOLS, CHAIN.meta)
+    ((ids, mask),) = fmt.encode(s)
+    assert ids == tokenizer.apply_chat_template(s.messages, tools=TOOLS,
+                                                chat_template=fmt.training_template)["input_ids"]
+    assert [tokenizer.decode(ids[a:b]) for a, b in spans(mask)] == expected_turns(family, s)
+
+
+def test_qwen3_with_thinking_off_trains_each_turn_after_its_inference_prompt(tiny_models):
+    """As Qwen3 recipes train: the generation prompt ends with the empty think block, which generation then never
+    writes into earlier turns, so each turn of a chain trains in its own row, after exactly its inference prompt."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models("qwen3"))
+    fmt = ChatFormat.from_tokenizer(tokenizer, template_kwargs={"enable_thinking": False})
+    rows = fmt.encode(CHAIN)
+    turns = [i for i, m in enumerate(CHAIN.messages) if m["role"] == "assistant"]
+    assert len(rows) == len(turns)
+    for i, (ids, mask) in zip(turns, rows):
+        ((a, b),) = spans(mask)
+        assert tokenizer.decode(ids[:a]) == tokenizer.apply_chat_template(
+            CHAIN.messages[:i], tools=TOOLS, add_generation_prompt=True, tokenize=False, enable_thinking=False)
+        assert tokenizer.decode(ids[a:b]) == expected_turns("qwen2.5", CHAIN)[turns.index(i)]  # no think block
+        assert b == len(ids) and tokenizer.decode(ids).count("<think>") == 1  # the prompt's, none in earlier turns
 
 
 @pytest.mark.parametrize("family, vocab", VOCABS)
@@ -254,8 +290,8 @@ def packed(chat_format, family, vocab="trained") -> tuple[list[dict], Dataset]:
     for s in [CHAIN, RETRY] if family == "llama-3.2" else [CHAIN, PARALLEL]:
         for k, m in enumerate(s.messages):
             if m["role"] == "assistant":
-                ids, mask = fmt.encode(Sample(s.messages[: k + 1], s.tools, s.meta))
-                rows.append({"input_ids": ids, "labels": [t if bit else -100 for t, bit in zip(ids, mask)]})
+                for ids, mask in fmt.encode(Sample(s.messages[: k + 1], s.tools, s.meta)):
+                    rows.append({"input_ids": ids, "labels": [t if bit else -100 for t, bit in zip(ids, mask)]})
     longest = max(len(r["input_ids"]) for r in rows)
     return rows, pack_dataset(Dataset.from_list(rows), 2 * longest, "bfd")
 

@@ -75,11 +75,12 @@ class Record(TrainerCallback):
 
 def test_tiny_recipe_trains_and_the_adapter_reloads(data, tmp_path):
     record = Record()
-    info = train(load_recipe(TINY, overrides(tmp_path, data, "training.num_train_epochs=4")), callbacks=[record])
+    info = train(load_recipe(TINY, overrides(tmp_path, data, "training.num_train_epochs=2")), callbacks=[record])
 
-    # 5 samples, one packed row each (2 never fit 512 together), batch 1: 5 steps an epoch
-    assert info["metrics"]["steps"] == 20 and len(record.losses) == 20
-    first, last = sum(record.losses[:5]) / 5, sum(record.losses[-5:]) / 5  # first and last epoch, same samples
+    # 5 samples in 9 rows (Qwen3 trains each assistant turn in a row of its own: train.mask), one packed row each (2
+    # never fit 512 together), batch 1: 9 steps an epoch
+    assert info["metrics"]["steps"] == 18 and len(record.losses) == 18
+    first, last = sum(record.losses[:9]) / 9, sum(record.losses[-9:]) / 9  # first and last epoch, same rows
     assert last < first - 0.5, record.losses
     assert info["metrics"]["first_loss"] == record.losses[0] and info["metrics"]["last_loss"] == record.losses[-1]
 
@@ -87,8 +88,8 @@ def test_tiny_recipe_trains_and_the_adapter_reloads(data, tmp_path):
     assert saved == json.loads(json.dumps(info))
     d = saved["data"]["train"]
     assert d["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest() and d["path"] == str(data)
-    assert d["samples"] == 5 and d["tool_calls"] == 6 and d["truncated"] == 0 and 0 < d["trained_tokens"] < d["tokens"]
-    assert saved["recipe"]["training"]["num_train_epochs"] == 4
+    assert d["samples"] == 5 and d["rows"] == 9 and d["tool_calls"] == 6 and d["truncated"] == d["left_out"] == 0
+    assert 0 < d["trained_tokens"] < d["tokens"] and saved["recipe"]["training"]["num_train_epochs"] == 2
     assert saved["recipe"]["model"]["name_or_path"] == "tiny:qwen3" and saved["model"]["attn_implementation"] == "sdpa"
     assert saved["mask"] == {"method": "trl-training-template", "end_of_turn": "<|im_end|>"}
     assert {"torch", "transformers", "trl", "peft", "datasets", "accelerate"} <= set(saved["versions"])
@@ -149,9 +150,11 @@ def test_two_process_ddp_writes_one_adapter(data, tmp_path, user_folder):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("adapter:") == 1  # the summary, from the main process only
     info = json.loads((tmp_path / "run.json").read_text())
-    assert info["metrics"]["processes"] == 2 and info["metrics"]["steps"] == 3  # 5 rows over 2 processes
-    assert info["data"]["train"]["truncated"] == 2  # the two samples over 400 tokens, cut by packing
-    assert "2 samples longer than max_length 400 are cut to their first 400 tokens" in out.stdout
+    assert info["metrics"]["processes"] == 2 and info["metrics"]["steps"] == 4  # 8 rows over 2 processes
+    assert info["data"]["train"]["truncated"] == 1  # the row over 400 tokens, cut by packing
+    assert "1 rows longer than max_length 400 are cut to their first 400 tokens" in out.stdout
+    assert info["data"]["train"]["left_out"] == 1  # the last turn of a sample, its prompt over 400 tokens
+    assert "1 rows (later turns of long samples) are left out: their prompt fills max_length 400" in out.stdout
     assert (tmp_path / "adapter/adapter_model.safetensors").is_file()
 
 
@@ -171,7 +174,7 @@ KILL = textwrap.dedent("""
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path, capsys):
-    args = overrides(tmp_path / "run", data, "training.num_train_epochs=2", "training.save_steps=1")
+    args = overrides(tmp_path / "run", data, "training.save_steps=1")  # one epoch: 9 steps
     script = tmp_path / "kill.py"
     script.write_text(KILL)
     killed = subprocess.run([sys.executable, str(script), TINY, *args], capture_output=True, text=True, cwd=ROOT,
@@ -188,17 +191,17 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path, capsys):
     record = Record()
     info = train(load_recipe(TINY, args), resume=True, callbacks=[record])
     assert info["resumed_from"].endswith("checkpoint-3")
-    assert record.steps == list(range(4, 11))  # continued at step 4, not from 0
-    assert info["metrics"]["steps"] == 10 and json.loads((run / "run.json").read_text())["metrics"]["steps"] == 10
-    state = json.loads((run / "checkpoints/checkpoint-10/trainer_state.json").read_text())
-    assert state["global_step"] == 10 and [e["step"] for e in state["log_history"] if "loss" in e] == list(range(1, 11))
+    assert record.steps == list(range(4, 10))  # continued at step 4, not from 0
+    assert info["metrics"]["steps"] == 9 and json.loads((run / "run.json").read_text())["metrics"]["steps"] == 9
+    state = json.loads((run / "checkpoints/checkpoint-9/trainer_state.json").read_text())
+    assert state["global_step"] == 9 and [e["step"] for e in state["log_history"] if "loss" in e] == list(range(1, 10))
 
 
 def test_resume_skips_checkpoints_a_kill_cut_short(data, tmp_path, capsys):
     """A kill or a full disk during a save leaves checkpoints without trainer_state.json (the Trainer writes it
     last) or with a weights file cut short: --resume continues from the last complete one, names the others, and
     run.json's train_loss covers the whole run, not only the resumed steps."""
-    args = overrides(tmp_path / "run", data, "training.num_train_epochs=2", "training.save_steps=1")
+    args = overrides(tmp_path / "run", data, "training.save_steps=1")  # one epoch: 9 steps
     script = tmp_path / "kill.py"
     script.write_text(KILL)
     killed = subprocess.run([sys.executable, str(script), TINY, *args], capture_output=True, text=True, cwd=ROOT,
@@ -212,10 +215,10 @@ def test_resume_skips_checkpoints_a_kill_cut_short(data, tmp_path, capsys):
     info = train(load_recipe(TINY, args), resume=True)
     out = capsys.readouterr().out
     assert "checkpoint-3 (adapter_model.safetensors is cut short" in out and "checkpoint-2 (no trainer_state" in out
-    assert info["resumed_from"].endswith("checkpoint-1") and info["metrics"]["steps"] == 10
-    state = json.loads((checkpoints / "checkpoint-10/trainer_state.json").read_text())
+    assert info["resumed_from"].endswith("checkpoint-1") and info["metrics"]["steps"] == 9
+    state = json.loads((checkpoints / "checkpoint-9/trainer_state.json").read_text())
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
-    assert len(losses) == 10 and info["metrics"]["train_loss"] == pytest.approx(sum(losses) / 10, abs=1e-3)
+    assert len(losses) == 9 and info["metrics"]["train_loss"] == pytest.approx(sum(losses) / 9, abs=1e-3)
 
 
 def test_wandb_offline_run_is_recorded(data, tmp_path):
@@ -296,7 +299,8 @@ def test_inspect_marks_the_trained_tokens(data, capsys):
     assert main(["inspect", "--recipe", TINY, "--data", str(data), "--n", "2"]) == 0
     out = capsys.readouterr().out
     heads = [line for line in out.splitlines() if line.startswith("=== ")]
-    assert len(heads) == 3 and heads[-1].startswith("=== overall: ")  # two samples, then the overall line
+    assert len(heads) == 5 and heads[-1].startswith("=== overall: ")  # two samples of two rows, then the overall line
+    assert " row 1/2: " in heads[0] and " row 2/2: " in heads[1]
     assert "[[" in out and "<|im_end|>\n]]" in out  # not a terminal: brackets; the end of turn trains
     assert "trained (" in out and "=== overall: " in out
 
@@ -304,10 +308,11 @@ def test_inspect_marks_the_trained_tokens(data, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(os.environ["DISPATCHTUNE_TINY_CACHE"] + "/qwen3")
     fmt = ChatFormat.from_tokenizer(tokenizer)
-    assert len(rows) == 5
-    for row, sample in zip(rows, read_jsonl(data)):
-        input_ids, mask = fmt.encode(sample)
-        assert row["sample"] == sample.where() and row["input_ids"] == input_ids and row["trained"] == mask
+    encoded = [(sample, k, *row) for sample in read_jsonl(data) for k, row in enumerate(fmt.encode(sample))]
+    assert len(rows) == len(encoded) == 9
+    for row, (sample, k, input_ids, mask) in zip(rows, encoded):
+        assert row["sample"] == sample.where() and row["row"] == k
+        assert row["input_ids"] == input_ids and row["trained"] == mask
         assert len(row["tokens"]) == len(input_ids) and row["tokens"][0] == tokenizer.decode(input_ids[:1])
     text = render(tokenizer, input_ids, mask, color=True)  # on a terminal: each trained run in green
     assert text.count(GREEN) == text.count(RESET) == sum(1 for a, b in zip([0, *mask], mask) if b and not a)

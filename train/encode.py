@@ -24,17 +24,19 @@ from dispatchtune.atomic import commit, remove_stale, staging
 from dispatchtune.errors import UserError
 
 COLUMNS = ("input_ids", "assistant_masks")
-_COUNTS = ("tokens", "trained_tokens", "truncated", "truncated_tokens", "tool_calls")  # per sample, summed after
+# Per row, summed after; a sample's own counts (samples, left_out rows, tool_calls) on its first row.
+_COUNTS = ("samples", "left_out", "tokens", "trained_tokens", "truncated", "truncated_tokens", "tool_calls")
 _CODE = (Path(__file__).with_name("mask.py"), Path(__file__))  # the code that decides the ids and masks
 ROWS_PER_PROCESS = 100  # fewer rows per worker (a few seconds of work) are not worth starting one for
 
 
 def encoded(fmt, path: Path, *, max_length: int | None, name: str, cache_dir: Path, assistant_only: bool = False,
             progress: bool = True, num_proc: int | None = None):
-    """(`datasets.Dataset` of input_ids + assistant_masks, counts) for the samples of the JSON Lines file `path`,
-    from the cache when it holds them, else encoded (in `num_proc` processes; default: one per available core) and
-    cached. `assistant_only`: skip samples without an assistant turn (held-out data). A sample the mask checks refuse,
-    or whose prompt fills max_length, is a UserError naming it, as `encode_sample` says."""
+    """(`datasets.Dataset` of input_ids + assistant_masks, counts) for the samples of the JSON Lines file `path`
+    (one row a sample or more: `train.mask.ChatFormat.encode`), from the cache when it holds them, else encoded (in
+    `num_proc` processes; default: one per available core) and cached. `assistant_only`: skip samples without an
+    assistant turn (held-out data). A sample the mask checks refuse, or whose prompt fills max_length, is a UserError
+    naming it, as `encode_sample` says."""
     from datasets import Dataset, load_from_disk
 
     key = cache_key(fmt, path, max_length=max_length, assistant_only=assistant_only)
@@ -48,24 +50,33 @@ def encoded(fmt, path: Path, *, max_length: int | None, name: str, cache_dir: Pa
     elif progress:
         print(f"encoding {name}: reusing {target}")
     counts = json.loads((target / "counts.json").read_text(encoding="utf-8"))
-    if not counts["samples"]:  # `datasets` cannot load an empty saved dataset back
+    if not counts["rows"]:  # `datasets` cannot load an empty saved dataset back
         return Dataset.from_dict({k: [] for k in COLUMNS}, features=_features(COLUMNS)), counts
     return load_from_disk(str(target / "data")), counts
 
 
-def encode_sample(fmt, sample, max_length: int | None) -> dict:
-    """One sample's input_ids, assistant_masks and counts. A prompt (the tokens before its first trained token) that
-    fills max_length is an error: packing would keep only prompt, and the sample would teach nothing. A longer sample
-    is fine but cut at max_length (by packing, or by TRL's truncation without it); the counts say by how much."""
-    input_ids, mask = fmt.encode(sample)
-    prompt = mask.index(1) if 1 in mask else len(mask)
-    if max_length and prompt >= max_length:
-        raise UserError(f"max_length {max_length} is shorter than the prompt of {sample.where()} ({prompt} tokens); "
-                        f"raise training.max_length or filter with `prep --tokenizer ... --max-tokens {max_length}`")
-    kept = min(len(input_ids), max_length or len(input_ids))
-    return {"input_ids": input_ids, "assistant_masks": mask, "tokens": kept, "trained_tokens": sum(mask[:kept]),
-            "truncated": int(kept < len(input_ids)), "truncated_tokens": len(input_ids) - kept,
-            "tool_calls": sum(1 for _ in sample.calls())}
+def encode_sample(fmt, sample, max_length: int | None) -> list[dict]:
+    """One sample's rows, each with its input_ids, assistant_masks and counts (the sample's own on its first row). A
+    row's prompt (the tokens before its first trained token) that fills max_length would teach nothing: packing would
+    keep only prompt. That is an error for the first row (nothing of the sample would train); a later row is left out
+    and counted (its turns are those that cutting one long row at max_length would lose). A longer row is fine but
+    cut at max_length (by packing, or by TRL's truncation without it); the counts say by how much."""
+    rows = []
+    for input_ids, mask in fmt.encode(sample):
+        prompt = mask.index(1)  # every row trains a turn
+        if max_length and prompt >= max_length:
+            if not rows:
+                raise UserError(f"max_length {max_length} is shorter than the prompt of {sample.where()} ({prompt} "
+                                f"tokens); raise training.max_length or filter with `prep --tokenizer ... "
+                                f"--max-tokens {max_length}`")
+            rows[0]["left_out"] += 1
+            continue
+        kept = min(len(input_ids), max_length or len(input_ids))
+        rows.append({"input_ids": input_ids, "assistant_masks": mask, "samples": int(not rows), "left_out": 0,
+                     "tokens": kept, "trained_tokens": sum(mask[:kept]), "truncated": int(kept < len(input_ids)),
+                     "truncated_tokens": len(input_ids) - kept,
+                     "tool_calls": 0 if rows else sum(1 for _ in sample.calls())})
+    return rows
 
 
 def cache_key(fmt, path: Path, *, max_length: int | None, assistant_only: bool) -> str:
@@ -120,7 +131,7 @@ def _build(fmt, path: Path, target: Path, *, max_length, name, assistant_only, p
                                           "assistant_only": assistant_only})
         else:  # map leaves an empty dataset without the new columns
             ds = Dataset.from_dict({k: [] for k in features}, features=features)
-        counts = {"samples": len(ds), **{k: _sum(ds, k) for k in _COUNTS}}
+        counts = {"rows": len(ds), **{k: _sum(ds, k) for k in _COUNTS}}
         with _progress_bars(False):
             ds.remove_columns(list(_COUNTS)).save_to_disk(str(tmp / "data"))
         (tmp / "counts.json").write_text(json.dumps(counts) + "\n", encoding="utf-8")
@@ -183,8 +194,9 @@ def _encode_batch(batch: dict, indices: list[int], fmt, path: str, max_length, a
                             f"({type(e).__name__}: {e})") from None
         if assistant_only and not sample.has_assistant:
             continue
-        for key, value in encode_sample(fmt, sample, max_length).items():
-            out[key].append(value)
+        for row in encode_sample(fmt, sample, max_length):
+            for key, value in row.items():
+                out[key].append(value)
     return out
 
 

@@ -2,7 +2,8 @@
 
 It goes through the same code as `train` (recipe -> tokenizer -> ChatFormat.encode), so what it shows is exactly what
 the loss sees: trained tokens in green on a terminal, [[between double brackets]] otherwise, and the share of trained
-tokens per sample and overall. --json writes one object per sample per line, for tools and tests.
+tokens per row and overall (a sample is one row, or several where its template needs them: `train.mask`). --json
+writes one object per row per line, for tools and tests.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides, as for train")
     parser.add_argument("--data", help="samples (JSON Lines from prep); default: the recipe's data.train")
     parser.add_argument("--n", type=_count, default=3, help="how many samples, from the top (default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per sample: input_ids, tokens, trained")
+    parser.add_argument("--json", action="store_true", help="one JSON object per row: input_ids, tokens, trained")
 
 
 def _count(text: str) -> int:
@@ -46,18 +47,20 @@ def run(args: argparse.Namespace) -> int:
     max_length = recipe.training.max_length
     total = trained = 0
     for sample in itertools.islice(read_jsonl(path), args.n):
-        input_ids, mask = fmt.encode(sample)
-        total, trained = total + len(mask), trained + sum(mask)
-        if args.json:
-            tokens = [tokenizer.decode([i]) for i in input_ids]
-            print(json.dumps({"sample": sample.where(), "input_ids": input_ids, "tokens": tokens, "trained": mask},
-                             ensure_ascii=False))
-            continue
-        head = f"=== {sample.where()}: {len(mask)} tokens, {sum(mask)} trained ({sum(mask) / len(mask):.0%})"
-        if max_length and len(mask) > max_length:
-            head += f"; over max_length {max_length}: training sees the first {max_length}"
-        print(head)
-        print(render(tokenizer, input_ids, mask, color=sys.stdout.isatty()))
+        rows = fmt.encode(sample)
+        for row, (input_ids, mask) in enumerate(rows):
+            total, trained = total + len(mask), trained + sum(mask)
+            if args.json:
+                tokens = [tokenizer.decode([i]) for i in input_ids]
+                print(json.dumps({"sample": sample.where(), "row": row, "input_ids": input_ids, "tokens": tokens,
+                                  "trained": mask}, ensure_ascii=False))
+                continue
+            where = sample.where() + (f" row {row + 1}/{len(rows)}" if len(rows) > 1 else "")
+            head = f"=== {where}: {len(mask)} tokens, {sum(mask)} trained ({sum(mask) / len(mask):.0%})"
+            if max_length and len(mask) > max_length:
+                head += f"; over max_length {max_length}: training sees the first {max_length}"
+            print(head)
+            print(render(tokenizer, input_ids, mask, color=sys.stdout.isatty()))
     if not args.json:
         print(f"=== overall: {total} tokens, {trained} trained ({trained / max(total, 1):.0%}); mask: {fmt.method}")
     return 0

@@ -10,16 +10,22 @@ pre-closed `<think>\\n\\n</think>\\n\\n`) is prompt, not trained.
 
 Two ways to find the turns in the rendered sample:
 - "trl-training-template": TRL's patched copy of a known template, with `{% generation %}` markers (Qwen 2.5/3/3.5),
-  rendered with `return_assistant_tokens_mask`. TRL's Qwen3/3.5 copies write a `<think>` block into every assistant
-  turn, where the originals drop it from earlier turns (Qwen3: from every turn but the one being generated; Qwen3.5:
-  from turns before the last user message). So each turn is checked against the inference rendering in which it is
-  the last turn, which is what generation produces; the earlier turns the model sees as context keep their empty
-  think blocks in training only. Where the training copy puts part of the inference generation prompt inside the
-  marked span (Qwen3.5's pre-closed think block), that part is left untrained.
+  rendered with `return_assistant_tokens_mask`. Where the training copy puts part of the inference generation prompt
+  inside the marked span (Qwen3.5's pre-closed think block), that part is left untrained.
 - "template-diff": any other template (Llama 3.2, dispatchtune's tool templates, a recipe's own): a turn is what
   rendering it adds after the generation prompt, which needs the template to be prefix-preserving; that is checked
   per turn.
   The ids are those of `apply_chat_template(..., tokenize=True)`: the text tokenized without added special tokens.
+
+A turn must also be trained in the context generation gives it: the text before it is its inference prompt. One row
+of the whole sample gives every turn that context with Llama 3.2, dispatchtune's templates and single-turn samples,
+and then the sample trains as that row. Not with TRL's Qwen3/3.5 copies, which write a `<think>` block into every
+assistant turn, where the originals drop it from earlier turns (Qwen3: from every turn but the one being generated;
+Qwen3.5: from turns before the last user message): a model trained on turn B after a turn A with a think block would
+see A without one at inference. Such a sample trains as several rows instead, each the inference rendering up to its
+last turn (tokenized as template-diff does), training the turns that read their inference prompt and generated text
+there: a new row starts at a turn that would not. Qwen3 thus trains a row per assistant turn, Qwen3.5 a row per user
+message.
 """
 
 from __future__ import annotations
@@ -90,11 +96,12 @@ class ChatFormat:
         )
         return replace(fmt, end_of_turn=end_of_turn_token(tokenizer, template, fmt.template_kwargs, fmt.template_name))
 
-    def encode(self, sample: Sample) -> tuple[list[int], list[int]]:
-        """input_ids and the 0/1 assistant mask of one sample, rendered with its tools. Raises UserError naming the
-        sample (sample.where()) when: the template cannot render it (e.g. Llama 3.2 refuses parallel calls), no
-        token is trained (e.g. a prompt without an assistant turn), or the trained text of some assistant turn
-        differs from what the inference template produces for that turn after add_generation_prompt."""
+    def encode(self, sample: Sample) -> list[tuple[list[int], list[int]]]:
+        """The rows (input_ids and 0/1 assistant mask) one sample trains as, rendered with its tools: one row, unless
+        that shows some assistant turn another context than generation does (see the module's docstring). Raises
+        UserError naming the sample (sample.where()) when: the template cannot render it (e.g. Llama 3.2 refuses
+        parallel calls), no token is trained (e.g. a prompt without an assistant turn), or the trained text of some
+        assistant turn differs from what the inference template produces for that turn after add_generation_prompt."""
         messages, tools, where = sample.messages, sample.tools or None, sample.where()
         turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
         if not turns:
@@ -120,10 +127,7 @@ class ChatFormat:
             raise UserError(
                 f"{where}: {self.template_name} marks {len(spans)} trained spans for {len(turns)} assistant turns"
             )
-        starts = [start for start, _ in offsets]
-        end_of_turn = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
-        mask = [0] * len(ids)
-        for i, prompt, want, (start, end) in zip(turns, prompts, generated, spans):
+        for k, (i, prompt, want, (start, end)) in enumerate(zip(turns, prompts, generated, spans)):
             trained = text[start:end]
             head = trained[: len(trained) - len(want)]  # generation-prompt text inside the span: left untrained
             if not trained.endswith(want) or not prompt.endswith(head):
@@ -131,7 +135,22 @@ class ChatFormat:
                     f"{where}: messages[{i}] would train other text than the model generates after the inference "
                     f"prompt ({self.template_name}, {self.method}): trained vs generated {_difference(trained, want)}"
                 )
-            start += len(head)
+            spans[k] = (start + len(head), end)
+        if all(text[:start] == prompt for prompt, (start, _) in zip(prompts, spans)):
+            return [(ids, self._mask(ids, offsets, spans, turns, where))]
+        rows = []
+        for group in _rows(prompts, generated, rendered_turns):
+            ids, offsets = self._tokenize(rendered_turns[group[-1]])
+            spans = [(len(prompts[k]), len(prompts[k]) + len(generated[k])) for k in group]
+            rows.append((ids, self._mask(ids, offsets, spans, [turns[k] for k in group], where)))
+        return rows
+
+    def _mask(self, ids, offsets, spans, turns, where) -> list[int]:
+        """The 0/1 mask training the character spans of the assistant turns `turns` (message indices)."""
+        starts = [start for start, _ in offsets]
+        end_of_turn = self.tokenizer.convert_tokens_to_ids(self.end_of_turn)
+        mask = [0] * len(ids)
+        for i, (start, end) in zip(turns, spans):
             first, stop = bisect_left(starts, start), bisect_left(starts, end)
             if first == stop or starts[first] != start or offsets[stop - 1][1] != end or (
                 first and offsets[first - 1][1] > start
@@ -140,7 +159,12 @@ class ChatFormat:
             if end_of_turn not in ids[first:stop]:
                 raise UserError(f"{where}: messages[{i}] does not end with {self.end_of_turn}: the model cannot stop")
             mask[first:stop] = [1] * (stop - first)
-        return ids, mask
+        return mask
+
+    def _tokenize(self, text: str):
+        """ids and character offsets, as apply_chat_template(tokenize=True) tokenizes: the template writes any bos."""
+        out = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return out["input_ids"], out["offset_mapping"]
 
     def _render(self, conversations: list, tools, template: str | None = None, **kwargs) -> list[str]:
         return self.tokenizer.apply_chat_template(
@@ -174,10 +198,8 @@ class ChatFormat:
                     f"{where}: {self.template_name} is not prefix-preserving: messages[{i}] renders differently "
                     f"once later messages follow ({_difference(rendered, text)})"
                 )
-        # As apply_chat_template(tokenize=True) does: the template writes any bos itself.
-        out = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         spans = [(len(prompt), len(rendered)) for prompt, rendered in zip(prompts, rendered_turns)]
-        return text, out["input_ids"], out["offset_mapping"], spans
+        return text, *self._tokenize(text), spans
 
 
 def end_of_turn_token(tokenizer, template: str | None = None, template_kwargs: dict | None = None,
@@ -222,6 +244,19 @@ def _training_template(tokenizer, template: str) -> str | None:
         return get_training_chat_template(probe)
     except (ValueError, TemplateError):  # TRL has no training copy of it
         return None
+
+
+def _rows(prompts: list[str], generated: list[str], rendered_turns: list[str]) -> list[list[int]]:
+    """The assistant turns (positions in the lists, each the turn's inference prompt, generated text and inference
+    rendering as the last turn) grouped into rows, greedily: a row is the rendering of its last turn, and the next
+    turn joins the row only if every turn of the row still reads its prompt and then its generated text there."""
+    rows: list[list[int]] = []
+    for j, text in enumerate(rendered_turns):
+        if rows and all(text.startswith(prompts[k] + generated[k]) for k in rows[-1]):
+            rows[-1].append(j)
+        else:
+            rows.append([j])
+    return rows
 
 
 def _template_name(template: str, tokenizer, given: bool) -> str:

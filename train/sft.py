@@ -374,11 +374,14 @@ def _liger_note(enabled: bool) -> str:
 
 def _describe(counts: dict, max_length: int | None) -> str:
     share = counts["trained_tokens"] / max(counts["tokens"], 1)
-    text = (f"train: {counts['samples']} samples, {counts['tokens']} tokens, {counts['trained_tokens']} trained "
-            f"({share:.0%}), {counts['tool_calls']} tool calls")
+    text = (f"train: {counts['samples']} samples in {counts['rows']} rows, {counts['tokens']} tokens, "
+            f"{counts['trained_tokens']} trained ({share:.0%}), {counts['tool_calls']} tool calls")
     if counts["truncated"]:
-        text += (f"; {counts['truncated']} samples longer than max_length {max_length} are cut to their first "
+        text += (f"; {counts['truncated']} rows longer than max_length {max_length} are cut to their first "
                  f"{max_length} tokens ({counts['truncated_tokens']} tokens dropped)")
+    if counts["left_out"]:
+        text += (f"; {counts['left_out']} rows (later turns of long samples) are left out: their prompt fills "
+                 f"max_length {max_length}")
     return text
 
 
