@@ -128,18 +128,23 @@ def prep_stage(recipe: Recipe, model_path: str) -> None:
         _skip("prep", f"no data.inputs; training on {d.train}")
         return
     _stage("prep")
-    inputs = []
-    for pattern in d.inputs:
-        found = sorted(p for p in map(Path, glob.glob(os.path.expandvars(pattern))) if p.is_file())
-        if not found:
-            raise UserError(f"data.inputs: {pattern} matches no file (relative to {Path.cwd()})")
-        inputs += found
     settings = {k: v for k in ("split_by", "heldout_frac", "heldout_tools_in_train")
                 if (v := getattr(d, k)) is not None}
     chat_format = load_format(recipe, model_path)[2] if d.max_tokens else None
-    stats = prep(PrepConfig(inputs, out, chat_format=chat_format, max_tokens=d.max_tokens,
-                            progress=sys.stderr.isatty(), **settings))
+    stats = prep(PrepConfig(_files(d.inputs, "data.inputs"), out, chat_format=chat_format, max_tokens=d.max_tokens,
+                            progress=sys.stderr.isatty(), heldout_inputs=_files(d.heldout_inputs, "data.heldout_inputs"),
+                            **settings))
     print(summary(stats, out))
+
+
+def _files(patterns: list[str] | None, key: str) -> list[Path]:
+    files = []
+    for pattern in patterns or []:
+        found = sorted(p for p in map(Path, glob.glob(os.path.expandvars(pattern))) if p.is_file())
+        if not found:
+            raise UserError(f"{key}: {pattern} matches no file (relative to {Path.cwd()})")
+        files += found
+    return files
 
 
 def train_stage(recipe: Recipe, model_path: str) -> None:

@@ -65,6 +65,7 @@ class DataArgs:
     heldout: str | None = None  # default RUN/data/heldout.jsonl (eval loss when training.eval_strategy is set)
     # `dispatchtune run`'s prep into RUN/data; None leaves prep's own default. No inputs: train on data.train as it is.
     inputs: list[str] | None = None  # input files or globs, relative to the working directory
+    heldout_inputs: list[str] | None = None  # files or globs held out whole (a test set made apart), beside inputs
     split_by: str | None = None  # query, tool or category
     heldout_frac: float | None = None
     heldout_tools_in_train: str | None = None  # with split_by tool: strip, drop or keep (see `prep --help`)
@@ -171,8 +172,9 @@ def load_recipe(path: str | Path, overrides: list[str] = (), *, prep_inputs: boo
         raise UserError(f"recipe {path} sets no model.name_or_path (a Hub id, a local directory or tiny:<family>)")
     if isinstance(run.wandb_tags, str):
         run.wandb_tags = [run.wandb_tags]
-    if isinstance(data.inputs, str):
-        data.inputs = [data.inputs]
+    for key in ("inputs", "heldout_inputs"):
+        if isinstance(getattr(data, key), str):
+            setattr(data, key, [getattr(data, key)])
     if isinstance(export.quants, str):  # export.quants=f16,q8_0 as `export gguf --quant` takes it
         export.quants = [q for q in export.quants.split(",") if q]
 
