@@ -7,6 +7,9 @@ cases, at most eval.max_cases of them, plus eval.suite) -> eval of the base mode
 (eval.min_score, eval.must_beat_base) -> merge (RUN/merged) -> export gguf (RUN/gguf, export.quants) -> eval of the
 first GGUF type (RUN/eval/gguf-f16) -> RUN/eval/compare.md, base vs adapter vs GGUF.
 
+With model.finetune=full, RUN/adapter holds the whole trained model rather than a LoRA adapter: the "adapter" eval
+runs that model (the base eval is the same), and merge copies it into RUN/merged, verified, for the GGUF export.
+
 Each stage is its module's own function, which renames its outputs into place only once they are complete; so a
 stage whose final output exists is done and is skipped ("skip: ..."), and a re-run after a crash, a kill or a failed
 gate carries on where it stopped (training from its last checkpoint). To redo a stage, remove its output: an eval
@@ -91,9 +94,11 @@ def pipeline(recipe: Recipe) -> None:
         runs.append(eval_stage(recipe, evals / f"gguf-{recipe.export.quants[0]}", cases,
                                model=str(merged), gguf=gguf[0]))
     report = compare_stage(runs, evals / "compare.md")
+    full = recipe.model.finetune == "full"
     print(f"\ndispatchtune run: done ({run_dir})\n  report:  {report} (each run: {evals}/<name>/report.md)\n"
-          f"  adapter: {adapter} (recipe, data and metrics: {run_dir / RUN_INFO})\n"
-          f"  merged:  {merged} (verified against base+adapter: {merged / VERIFY_FILE})")
+          f"  {'model:  ' if full else 'adapter:'} {adapter} (recipe, data and metrics: {run_dir / RUN_INFO})\n"
+          f"  merged:  {merged} (verified against {'the trained model' if full else 'base+adapter'}: "
+          f"{merged / VERIFY_FILE})")
     if gguf:
         print(f"  gguf:    {gguf[0].parent}: {', '.join(f.name for f in gguf)}, a Modelfile beside each "
               f"(verified against the merged model: {gguf[0].parent / VERIFY_FILE})")
@@ -206,7 +211,8 @@ def merge_stage(run_dir: Path) -> Path:
     _stage("merge")
     report = merge(run_dir / "adapter", out, run_dir=run_dir)
     if not report["passed"]:
-        raise Failed(f"merge: the merged model differs from base+adapter ({'; '.join(report['failures'])}); "
+        reference = "the trained model" if report["finetune"] == "full" else "base+adapter"
+        raise Failed(f"merge: the merged model differs from {reference} ({'; '.join(report['failures'])}); "
                      f"nothing written to {out}")
     m = report["metrics"]
     print(f"merge: {out} ({report['dtype']}), verified: max rel err {m['max_rel_err']:.2e}, top-1 {m['top1']:.2f}")

@@ -4,7 +4,8 @@ the data's hashes and counts, metrics, the wandb run, library versions), read an
 Train writes it last, so its presence marks the training stage complete; eval reads the template variables training
 rendered with and the wandb run to log into, export the QLoRA flag and the template variables, the model card the
 rest. Every section may be missing (a run.json written by hand, or by an older version); one that is there has its
-type, or the file is the user's to fix."""
+type, or the file is the user's to fix. `is_full_model` tells the two kinds of RUN/adapter apart (a LoRA adapter, or
+a full fine-tune's whole model) for every stage that reads one."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ _STRINGS = ("resumed_from", "wandb_run_id", "wandb_project", "wandb_entity", "wa
 @dataclass
 class RunInfo:
     recipe: dict = field(default_factory=dict)  # the resolved recipe (train.config.Recipe.to_dict())
-    model: dict = field(default_factory=dict)  # name_or_path, resolved path, model_init_kwargs, qlora
+    model: dict = field(default_factory=dict)  # name_or_path, resolved path, model_init_kwargs, qlora, finetune
     mask: dict = field(default_factory=dict)  # how the assistant tokens were found: method, end_of_turn
     data: dict = field(default_factory=dict)  # train: path, sha256 and counts; heldout: path, sha256
     metrics: dict = field(default_factory=dict)  # losses, steps, runtime, processes
@@ -48,6 +49,11 @@ class RunInfo:
         return self.model.get("qlora")
 
     @property
+    def finetune(self) -> str:
+        """lora (RUN/adapter is a LoRA adapter; also where run.json predates the key) or full (the whole model)."""
+        return self.model.get("finetune") or "lora"
+
+    @property
     def base_model(self) -> str | None:
         """The base model as the recipe named it (a Hub id, a path or `tiny:<family>`)."""
         return self.model.get("name_or_path")
@@ -60,6 +66,13 @@ class RunInfo:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def is_full_model(adapter_dir: Path) -> bool:
+    """Whether a RUN/adapter-style directory holds a whole model (a full fine-tune: config.json and weights, no
+    adapter_config.json), to load as the model itself rather than apply to a base."""
+    adapter_dir = Path(adapter_dir)
+    return (adapter_dir / "config.json").is_file() and not (adapter_dir / "adapter_config.json").is_file()
 
 
 def read_run_info(run_dir: Path) -> RunInfo | None:
@@ -104,6 +117,8 @@ def _problem(data) -> str | None:
         return "recipe.model.template_kwargs must be an object"
     if not isinstance(data.get("model", {}).get("qlora"), (bool, type(None))):
         return "model.qlora must be true, false or null"
+    if data.get("model", {}).get("finetune") not in ("lora", "full", None):
+        return "model.finetune must be lora, full or null"
     if not isinstance(data.get("model", {}).get("name_or_path"), (str, type(None))):
         return "model.name_or_path must be a string"
     return None

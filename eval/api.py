@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
+from dispatchtune.runinfo import is_full_model
 
 from .endpoint import SERVED, Endpoint, endpoint_predictions
 from .generate import BATCH_SIZE, GENERATION, MAX_NEW_TOKENS, PREDICTIONS, generate_predictions, load_cases, \
@@ -27,7 +28,8 @@ def evaluate(*, cases: Path, out: Path, model: str | None = None, adapter: Path 
     training run's wandb run when run.json names one; returns the report. `tokenizer` renders the prompts (default:
     the adapter's, else the model's), with `template_kwargs` (default: training's, from run.json). With `limit`, only
     the first cases run, and when that leaves some out nothing is scored (None). None for `batch_size` or
-    `max_new_tokens` is the default (BATCH_SIZE, MAX_NEW_TOKENS).
+    `max_new_tokens` is the default (BATCH_SIZE, MAX_NEW_TOKENS). A full fine-tune's `adapter` (a model directory,
+    `is_full_model`) runs as the model itself, so `model` may be left out.
 
     With `endpoint` (a URL, or an `Endpoint` with the mode, served model name, API key variable, concurrency), an
     OpenAI-compatible server generates instead (eval/endpoint.py); `model` then names the tokenizer whose template
@@ -38,7 +40,7 @@ def evaluate(*, cases: Path, out: Path, model: str | None = None, adapter: Path 
         raise UserError("--batch-size, --max-new-tokens and --limit must be positive")
     if (out / "cases.jsonl").resolve() == cases.resolve():
         raise UserError(f"--out {out} holds the cases file, which scoring writes over; pick another directory")
-    if endpoint is None and model is None:
+    if endpoint is None and model is None and not (adapter is not None and is_full_model(adapter)):
         raise UserError("--model is needed to generate locally (or pass --endpoint URL)")
     if endpoint is not None and gguf is not None:
         raise UserError("--gguf runs the file here; with --endpoint the server runs the model: pass one of them")

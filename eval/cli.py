@@ -148,9 +148,12 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model",
                         help="Hub id or directory of the (base) model; with --gguf, the model the GGUF was made from "
                              "(only its tokenizer is read); with --endpoint, the tokenizer that renders prompts in "
-                             "completions mode and the default --served-model")
+                             "completions mode and the default --served-model; not needed with a fully fine-tuned "
+                             "--adapter")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--adapter", type=Path, help="a PEFT adapter directory (train's RUN/adapter) to apply")
+    source.add_argument("--adapter", type=Path,
+                        help="train's RUN/adapter: a PEFT adapter directory to apply to --model, or with "
+                             "model.finetune=full the trained model itself, which runs instead of --model")
     source.add_argument("--gguf", type=Path, help="a GGUF file to run through llama-cpp-python instead")
     parser.add_argument("--tokenizer",
                         help="tokenizer whose chat template renders the prompts (default: the adapter's, else the "

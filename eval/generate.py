@@ -1,5 +1,8 @@
 """`dispatchtune eval run`: greedy predictions of a model (base, base + adapter, or GGUF) on eval cases.
 
+The adapter directory is train's RUN/adapter: a LoRA adapter applied to the base, or, for a full fine-tune
+(`model.finetune=full`), the trained model itself, loaded in place of the base.
+
 Prompts are rendered here, with the chat template of the tokenizer that trained the adapter (the adapter directory
 carries it) or, for a GGUF file, the template stored in the file: transformers and llama.cpp then see the same text,
 so their predictions differ only by the weights. Generation is greedy and stops on the template's end-of-turn token
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from dispatchtune.atomic import write_text
 from dispatchtune.errors import UserError
-from dispatchtune.runinfo import read_run_info
+from dispatchtune.runinfo import is_full_model, read_run_info
 
 from .parse import parse_output
 from .records import Case, Prediction
@@ -41,7 +44,10 @@ def generate_predictions(cases: list[Case], cases_file: Path, out: Path, *, mode
                          gguf: Path | None = None, tokenizer: str | None = None, template_kwargs: dict | None = None,
                          batch_size: int = BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[dict, object]:
     """Runs the model on `cases` (read from `cases_file`) and writes OUT/predictions.jsonl and OUT/generation.json;
-    returns what generation.json holds and the tokenizer that rendered the prompts (scoring parses with it)."""
+    returns what generation.json holds and the tokenizer that rendered the prompts (scoring parses with it).
+    A full fine-tune's `adapter` is the model that runs: `model` (its base) is not loaded, and not needed."""
+    if gguf is None and adapter is not None and is_full_model(adapter):
+        model = str(adapter)
     backend = load_backend(model, adapter, gguf, tokenizer, template_kwargs, max_new_tokens)
     try:
         start = time.perf_counter()
@@ -145,11 +151,12 @@ class HFBackend(Backend):
             model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype)
         except OSError as e:
             raise UserError(f"--model {model_id}: cannot load it ({str(e).splitlines()[0]})") from None
-        if adapter is not None:
+        if adapter is not None and not is_full_model(adapter):  # a full fine-tune's directory is `model_id` itself
             from peft import PeftModel
 
             if not (adapter / "adapter_config.json").is_file():
-                raise UserError(f"--adapter {adapter}: no adapter_config.json there (not a PEFT adapter directory)")
+                raise UserError(f"--adapter {adapter}: neither a PEFT adapter (adapter_config.json) nor a fully "
+                                "fine-tuned model (config.json)")
             model = PeftModel.from_pretrained(model, adapter)
         self.model = model.to(self.device).eval()
         torch.manual_seed(0)  # greedy decoding draws nothing; set anyway, so nothing random can slip in unseeded

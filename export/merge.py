@@ -13,6 +13,11 @@ The tokenizer comes from the adapter directory, because its chat template is the
 saves it there). The generation config's eos ids gain the template's end-of-turn token, so `generate` stops where
 a trained turn ends. Before the output is renamed into place, the merged model's logits are compared with the
 unmerged base+adapter on rendered prompts (some with tools); the figures go to verify.json.
+
+A full fine-tune (`model.finetune=full`) leaves the whole model in RUN/adapter: there is nothing to fold in, so
+merge copies it into RUN/merged the same way (cast to the base's dtype where the base is known: --base, else
+run.json's; the generation config's stop ids; the sentencepiece file) and checks it the same way, against the
+trained model's float32 logits, so later stages read RUN/merged whichever way the run trained.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 from dispatchtune.atomic import commit, staging
 from dispatchtune.errors import UserError
-from dispatchtune.runinfo import read_run_info
+from dispatchtune.runinfo import is_full_model, read_run_info
 from dispatchtune.paths import check_output_dir, disk_space_errors
 from dispatchtune.train.mask import end_of_turn_token
 from dispatchtune.train.sft import resolve_model
@@ -45,9 +50,11 @@ TOLERANCES = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="run directory: merges RUN/adapter into RUN/merged")
-    src.add_argument("--adapter", type=Path, help="a PEFT LoRA adapter directory (needs --out)")
+    src.add_argument("--adapter", type=Path,
+                     help="a PEFT LoRA adapter directory, or a full fine-tune's model directory (needs --out)")
     parser.add_argument("--out", type=Path, help="output directory (default with --run: RUN/merged)")
-    parser.add_argument("--base", help="base model id or directory (default: the adapter's base_model_name_or_path)")
+    parser.add_argument("--base", help="base model id or directory (default: the adapter's base_model_name_or_path; "
+                                       "for a full fine-tune, run.json's base, whose dtype the copy takes)")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer directory (default: the adapter directory)")
     parser.add_argument("--force", action="store_true", help="replace a complete output instead of skipping")
 
@@ -62,36 +69,42 @@ def run(args: argparse.Namespace) -> int:
     m = report["metrics"]
     summary = (f"max rel err {m['max_rel_err']:.2e}, mean cosine {m['mean_cosine']:.6f}, top-1 {m['top1']:.2f} "
                f"on {report['prompts']} prompts")
+    reference = "the trained model" if report.get("finetune") == "full" else "base+adapter"
     if not report["passed"]:
         print(f"merge: parity check FAILED ({'; '.join(report['failures'])}; {summary}); nothing written to {out}")
         return 1
     print(f"merge: {out} ({report['dtype']}, base {report['base']}){' (existing)' if report.get('skipped') else ''}; "
-          f"parity vs base+adapter: {summary}")
+          f"parity vs {reference}: {summary}")
     return 0
 
 
 def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenizer_dir: Path | None = None,
           force: bool = False, run_dir: Path | None = None) -> dict:
     """Merge, verify, and (if verified) write `out_dir`; return the verify report (`passed` says which).
-    `run_dir`: the training run, whose run.json says whether it was QLoRA."""
+    `run_dir`: the training run, whose run.json says whether it was QLoRA (and a full fine-tune's base).
+    A full fine-tune's model directory in place of the adapter is copied and verified against itself."""
     check_output_dir(out_dir, "merge output")
     done = existing_output(out_dir, force)
     if done:
         return {**done, "skipped": True}
-    adapter_config = read_adapter_config(adapter_dir)
-    base = base or adapter_config.base_model_name_or_path
-    if not base:
-        raise UserError(f"{adapter_dir}/adapter_config.json names no base model; pass --base")
-    base_path = resolve_model(base)  # a local model directory, or a Hub id in the cache
+    full = is_full_model(adapter_dir)
+    if full:
+        base = base or _trained_base(run_dir)  # only for its dtype and tokenizer.model; None: the model's own
+    else:
+        base = base or read_adapter_config(adapter_dir).base_model_name_or_path
+        if not base:
+            raise UserError(f"{adapter_dir}/adapter_config.json names no base model; pass --base")
+    base_path = resolve_model(base) if base else None  # a local model directory, or a Hub id in the cache
 
     import torch
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
-        config = AutoConfig.from_pretrained(base_path)
+        config = AutoConfig.from_pretrained(base_path or adapter_dir)
     except (OSError, ValueError) as e:  # a config.json that is not JSON, or names no known model type
-        raise UserError(f"base {base}: its config.json cannot be read: {str(e).splitlines()[0]}") from None
+        raise UserError(f"base {base or adapter_dir}: its config.json cannot be read: {str(e).splitlines()[0]}") \
+            from None
     if getattr(config, "quantization_config", None):
         raise UserError(f"base {base} is a quantised checkpoint; merge needs its full-precision original (--base)")
     dtype = _dtype_name(config)
@@ -102,10 +115,16 @@ def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenize
     prompts = verification_prompts(tokenizer)
     ids = [token_ids(tokenizer, p) for p in prompts]
 
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32), adapter_dir)
-    model.eval()
-    reference = [hf_logits(model, i) for i in ids]
-    merged = model.merge_and_unload().to(getattr(torch, dtype))
+    if full:
+        model = AutoModelForCausalLM.from_pretrained(adapter_dir, dtype=torch.float32).eval()
+        reference = [hf_logits(model, i) for i in ids]
+        merged = model.to(getattr(torch, dtype))
+    else:
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32),
+                                          adapter_dir)
+        model.eval()
+        reference = [hf_logits(model, i) for i in ids]
+        merged = model.merge_and_unload().to(getattr(torch, dtype))
     del model
 
     with staging(out_dir, directory=True) as tmp, disk_space_errors(out_dir):
@@ -115,18 +134,20 @@ def merge(adapter_dir: Path, out_dir: Path, *, base: str | None = None, tokenize
             generation.pad_token_id = tokenizer.pad_token_id
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        _keep_sentencepiece_model(base_path, tokenizer_dir or adapter_dir, tmp)
+        _keep_sentencepiece_model(base_path or adapter_dir, tokenizer_dir or adapter_dir, tmp)
         del merged
         reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, dtype)).eval()
         metrics = compare_logits(reference, [hf_logits(reloaded, i) for i in ids])
         tolerance = TOLERANCES[dtype]
         failures = tolerance.failures(metrics)
         report = {
-            "check": "merged model vs base+adapter (float32) logits at every prompt position",
+            "check": f"merged model vs {'the trained model' if full else 'base+adapter'} (float32) logits at every "
+                     "prompt position",
             "passed": not failures,
             "failures": failures,
-            "base": str(base),
+            "base": str(base) if base else None,
             "adapter": str(adapter_dir),
+            "finetune": "full" if full else "lora",
             "dtype": dtype,
             "qlora": _trained_with_qlora(run_dir),
             "eos_token_id": reloaded.generation_config.eos_token_id,
@@ -199,6 +220,12 @@ def _dtype_name(config) -> str:
     if name not in TOLERANCES:
         raise UserError(f"base dtype {name} is not one merge can write; expected one of {', '.join(TOLERANCES)}")
     return name
+
+
+def _trained_base(run_dir: Path | None) -> str | None:
+    """The base model a run trained from, as its recipe named it (run.json), or None where that is not known."""
+    info = read_run_info(run_dir) if run_dir else None
+    return info.base_model if info else None
 
 
 def _trained_with_qlora(run_dir: Path | None) -> bool | None:

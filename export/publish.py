@@ -2,10 +2,11 @@
 
     dispatchtune publish --run RUN --repo OWNER/NAME [--private] [--include merged,gguf] [--dry-run]
 
-The repo gets the adapter at its root (so `PeftModel.from_pretrained(repo)` works), README.md (export/card.py),
-and with --include the verified RUN/merged in `merged/` and RUN/gguf (files, Modelfiles, verify.json) in `gguf/`,
-all in one commit through huggingface_hub (`create_repo`, then `create_commit`; large files go by LFS/Xet as the
-client decides). The card is also written to RUN/publish/README.md; --dry-run stops there and lists the files.
+The repo gets the adapter at its root (so `PeftModel.from_pretrained(repo)` works; a full fine-tune's RUN/adapter
+holds the whole model, so `AutoModelForCausalLM.from_pretrained(repo)` then), README.md (export/card.py), and with
+--include the verified RUN/merged in `merged/` and RUN/gguf (files, Modelfiles, verify.json) in `gguf/`, all in one
+commit through huggingface_hub (`create_repo`, then `create_commit`; large files go by LFS/Xet as the client
+decides). The card is also written to RUN/publish/README.md; --dry-run stops there and lists the files.
 
 The token comes from HF_TOKEN or `hf auth login`, and only huggingface_hub sees it: it is never printed, and the
 card is built from RUN's files alone. HF_ENDPOINT points the client at another Hub (a mirror, or a test server).
@@ -18,6 +19,7 @@ import os
 from pathlib import Path
 
 from dispatchtune.errors import UserError
+from dispatchtune.runinfo import is_full_model
 
 from . import verified_report
 from .card import model_card
@@ -26,7 +28,8 @@ EXTRAS = ("merged", "gguf")  # what --include can add, each a verified stage out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", type=Path, required=True, help="run directory (RUN/adapter is published)")
+    parser.add_argument("--run", type=Path, required=True,
+                        help="run directory (RUN/adapter is published: the adapter, or a full fine-tune's model)")
     parser.add_argument("--repo", required=True, help="Hub repo id, OWNER/NAME (created if missing)")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--include", default="", help=f"also upload, comma-separated: {', '.join(EXTRAS)}")
@@ -58,8 +61,9 @@ def publish(run_dir: Path, repo_id: str, *, include: list[str], private: bool = 
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise UserError(f"--repo must be OWNER/NAME, not {repo_id!r}")
     adapter = run_dir / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"{adapter} holds no adapter; train the run first (dispatchtune train)")
+    if not (adapter / "adapter_config.json").is_file() and not is_full_model(adapter):
+        raise UserError(f"{adapter} holds no adapter (nor a fully fine-tuned model); train the run first "
+                        "(dispatchtune train)")
     token = None
     if not dry_run:
         from huggingface_hub import get_token
@@ -68,7 +72,8 @@ def publish(run_dir: Path, repo_id: str, *, include: list[str], private: bool = 
         if not token:
             raise UserError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
 
-    # PEFT's save_pretrained leaves a stub README.md in the adapter: the card replaces it.
+    # PEFT's save_pretrained leaves a stub README.md in the adapter: the card replaces it. (A full fine-tune's model
+    # goes to the root the same way: its weights, config, generation config and tokenizer.)
     files = [(p.name, p) for p in sorted(adapter.iterdir()) if p.is_file() and p.name != "README.md"]
     for extra in include:
         files += [(f"{extra}/{p.name}", p) for p in sorted(_verified(run_dir / extra).iterdir()) if p.is_file()]

@@ -1,4 +1,4 @@
-"""eval run on the tiny Qwen3: base, PEFT adapter and GGUF end to end; batching, chains, stop tokens, user errors."""
+"""eval run on the tiny Qwen3: base, PEFT adapter, fully fine-tuned model and GGUF end to end; batching, chains, stop tokens, user errors."""
 
 import argparse
 import json
@@ -103,6 +103,27 @@ def test_adapter_batched_equals_one_by_one(tiny_models, cases_file, adapter, ada
     info = json.loads((adapter_run / "generation.json").read_text())
     assert info["adapter"] == str(adapter) and info["tokenizer"] == str(adapter)  # the adapter's template renders
     assert info["template_kwargs"] == THINKING_OFF  # as training rendered (run.json)
+
+
+def test_a_fully_fine_tuned_adapter_dir_runs_as_the_model(cases_file, adapter, adapter_run, tmp_path):
+    """RUN/adapter of model.finetune=full holds the model itself: with no --model, it runs as it is. Here it is the
+    LoRA fixture folded into its base, so it must predict what base + adapter predicted."""
+    from peft import PeftModel
+
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    full = tmp_path / "run" / "adapter"
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).merge_and_unload() \
+        .save_pretrained(full)
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(full)
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"recipe": {"model": {"template_kwargs": THINKING_OFF}}}))
+
+    out = tmp_path / "out"
+    assert eval_run("--adapter", full, "--cases", cases_file, "--out", out, "--batch-size", 5,
+                    "--max-new-tokens", MAX_NEW) == 0
+    assert predictions(out) == predictions(adapter_run)
+    info = json.loads((out / "generation.json").read_text())
+    assert info["model"] == info["adapter"] == info["tokenizer"] == str(full)
+    assert info["template_kwargs"] == THINKING_OFF
 
 
 def test_template_variables_reach_the_prompt(tiny_models):
@@ -271,7 +292,7 @@ def test_user_errors(tiny_models, cases_file, tmp_path):
         eval_run("--model", model, "--cases", tmp_path / "none.jsonl", "--out", tmp_path / "out")
     with pytest.raises(UserError, match="holds the cases file"):
         eval_run("--model", model, "--cases", cases_file, "--out", cases_file.parent)
-    with pytest.raises(UserError, match="not a PEFT adapter"):
+    with pytest.raises(UserError, match="neither a PEFT adapter .* nor a fully fine-tuned model"):
         eval_run("--model", model, "--adapter", tmp_path, "--cases", cases_file, "--out", tmp_path / "out")
     with pytest.raises(UserError, match="no chat template"):
         eval_run("--model", tiny_models("opt"), "--cases", cases_file, "--out", tmp_path / "out")

@@ -1,4 +1,5 @@
-"""`dispatchtune merge`: a LoRA adapter folded into its base behaves like base+adapter, on the tiny models."""
+"""`dispatchtune merge`: a LoRA adapter folded into its base behaves like base+adapter, on the tiny models; a full
+fine-tune's model is copied (base dtype, stop tokens) and behaves like the trained model."""
 
 import json
 from pathlib import Path
@@ -130,6 +131,57 @@ def test_failed_parity_check_leaves_no_output(tiny_models, tmp_path, monkeypatch
     assert code == 1
     assert "parity check FAILED" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no output, no staging directory
+
+
+def make_full_model(base: Path, out: Path) -> Path:
+    """RUN/adapter of model.finetune=full: the whole model, every weight moved off the base, in float32, saved with
+    the tokenizer as train saves it (generation config as the base had it)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out
+
+
+def test_full_finetune_is_copied_in_the_bases_dtype_and_verified(tiny_models, tmp_path, capsys):
+    """The copy takes the dtype of the base run.json names (bfloat16 here, trained in float32), gains the stop
+    tokens, and is checked against the trained model's float32 logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    base = tmp_path / "base-bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_models("llama-3.2"), dtype=torch.bfloat16).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_models("llama-3.2")).save_pretrained(base)
+    run = tmp_path / "run"
+    full = make_full_model(base, run / "adapter")
+    (run / "run.json").write_text(json.dumps({"model": {"name_or_path": str(base), "finetune": "full"}}))
+
+    assert main(["merge", "--run", str(run)]) == 0
+    assert "parity vs the trained model" in capsys.readouterr().out
+    report = json.loads((run / "merged" / "verify.json").read_text())
+    assert report["passed"] and report["finetune"] == "full" and report["dtype"] == "bfloat16"
+    assert report["base"] == str(base) and "vs the trained model" in report["check"]
+    assert report["metrics"]["mean_cosine"] > 0.999
+    assert json.loads((run / "merged" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert not (run / "merged" / "adapter_config.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(run / "merged")
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(full).chat_template
+    eos = GenerationConfig.from_pretrained(run / "merged").eos_token_id
+    assert {tokenizer.convert_tokens_to_ids(t) for t in FAMILIES["llama-3.2"].stop_tokens} <= set(eos)
+
+
+def test_full_finetune_without_a_known_base_keeps_its_dtype(tiny_models, tmp_path):
+    """merge --adapter on a full fine-tune's directory, no run.json: the copy is exact, float32 as trained."""
+    full = make_full_model(tiny_models("qwen3"), tmp_path / "adapter")
+    report = merge(full, tmp_path / "merged")
+    assert report["passed"] and report["base"] is None and report["dtype"] == "float32"
+    assert report["metrics"]["max_rel_err"] == 0.0 and report["metrics"]["top1"] == 1.0
+    assert torch.equal(logits(full), logits(tmp_path / "merged"))
+    assert not torch.allclose(logits(tiny_models("qwen3")), logits(tmp_path / "merged"), atol=1e-3)
 
 
 def test_user_mistakes_are_one_line_errors(tiny_models, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 
 from dispatchtune.atomic import commit, remove_stale, staging, staging_path, write_text
 from dispatchtune.errors import UserError
-from dispatchtune.runinfo import RunInfo, read_run_info, write_run_info
+from dispatchtune.runinfo import RunInfo, is_full_model, read_run_info, write_run_info
 
 
 def test_write_text_leaves_only_the_target(tmp_path):
@@ -74,6 +74,18 @@ def test_run_info_round_trip_and_partial_files(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"model": {"qlora": True}}))  # written by hand: the rest missing
     partial = read_run_info(tmp_path)
     assert partial.qlora is True and partial.template_kwargs == {} and partial.wandb_target() is None
+    assert partial.finetune == "lora"  # a run.json from before model.finetune: a LoRA run
+    (tmp_path / "run.json").write_text(json.dumps({"model": {"finetune": "full"}}))
+    assert read_run_info(tmp_path).finetune == "full"
+
+
+def test_a_full_finetunes_adapter_dir_is_told_from_a_lora_adapter(tmp_path):
+    """RUN/adapter holds a LoRA adapter (adapter_config.json, perhaps beside a config.json) or a whole model."""
+    assert not is_full_model(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert is_full_model(tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    assert not is_full_model(tmp_path)
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -83,6 +95,7 @@ def test_run_info_round_trip_and_partial_files(tmp_path):
     (json.dumps({"wandb_run_id": 7}), "wandb_run_id must be a string"),
     (json.dumps({"recipe": {"model": {"template_kwargs": [1]}}}), "template_kwargs must be an object"),
     (json.dumps({"model": {"qlora": "yes"}}), "model.qlora must be"),
+    (json.dumps({"model": {"finetune": "partial"}}), "model.finetune must be lora, full or null"),
     (json.dumps({"surprise": 1}), "unknown key 'surprise'"),
 ])
 def test_a_bad_run_json_is_a_user_error_naming_the_file(tmp_path, text, problem):

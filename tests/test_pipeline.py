@@ -1,5 +1,6 @@
 """`dispatchtune run` on the tiny recipe, on CPU: every stage's artefacts, a re-run that skips every stage, a
-killed training run that resumes, a failing gate that stops before merge, and recipe mistakes refused before any work.
+killed training run that resumes, a failing gate that stops before merge, a full fine-tune through every stage, and
+recipe mistakes refused before any work.
 
 One pipeline run (the module's fixture) serves every test; the others copy what they need of it, so only their own
 stages run. Kept fast by overrides of the recipe: prep drops samples over 512 tokens (the long ToolBench traces),
@@ -7,6 +8,7 @@ leaving the short format samples; three training steps; four eval cases of eight
 """
 
 import io
+import json
 import shutil
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -116,6 +118,27 @@ def test_a_failing_gate_stops_before_merge(run, tmp_path):
     assert reason.startswith("dispatchtune run: gate failed: adapter overall AST match")
     assert reason.endswith("(eval.min_score 1.0, eval.must_beat_base false); stopped before merge")
     assert not (tmp_path / "run/merged").exists() and "== merge" not in output
+
+
+def test_a_full_finetune_evaluates_merges_and_exports_the_trained_model(run, tmp_path):
+    """model.finetune=full: RUN/adapter holds the trained model, which the adapter eval runs in place of the base;
+    the base eval is the base's; merge copies it, verified, and the GGUF comes from that copy."""
+    run_dir = tmp_path / "full"
+    shutil.copytree(run[0] / "data", run_dir / "data")  # the same prepared data
+    code, output = dispatch(run_dir, "model.finetune=full", f"export.quants={'[]' if NO_GGUF else '[f16]'}")
+    assert code == 0, output
+    assert (run_dir / "adapter/model.safetensors").is_file() and not (run_dir / "adapter/adapter_config.json").exists()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["model"]["finetune"] == "full"
+    base, tuned = (json.loads((run_dir / "eval" / name / "generation.json").read_text()) for name in ("base", "adapter"))
+    assert base["model"] == info["model"]["resolved"] and base["adapter"] is None
+    assert tuned["model"] == tuned["adapter"] == str(run_dir / "adapter")
+    verify = json.loads((run_dir / "merged/verify.json").read_text())
+    assert verify["passed"] and verify["finetune"] == "full" and verify["metrics"]["top1"] == 1.0
+    assert f"model:   {run_dir / 'adapter'}" in output and "verified against the trained model" in output
+    if not NO_GGUF:
+        assert '"passed": true' in (run_dir / "gguf/verify.json").read_text()
+        assert (run_dir / "eval/gguf-f16/report.json").is_file()
 
 
 @pytest.mark.parametrize("override, message", [

@@ -232,7 +232,7 @@ def test_refusals(hub, run_dir, capsys, tmp_path):
     assert "not a verified output" in capsys.readouterr().err
     assert main(["publish", "--run", str(run_dir), "--repo", "nope", "--dry-run"]) == 2
     assert main(["publish", "--run", str(tmp_path / "empty"), "--repo", "acme/x", "--dry-run"]) == 2
-    assert "holds no adapter" in capsys.readouterr().err
+    assert "holds no adapter (nor a fully fine-tuned model)" in capsys.readouterr().err
 
 
 def test_card_with_eval_reports_uses_the_eval_comparison_table(run_dir):
@@ -249,6 +249,36 @@ def test_card_with_eval_reports_uses_the_eval_comparison_table(run_dir):
     assert "Not evaluated" not in card and "### AST match by category" in card
     assert "30.0%" in card and "90.0%" in card
     assert "license: other" in card and "the base model's" in card
+
+
+def test_a_full_finetune_publishes_the_model_and_the_card_says_so(run_dir, capsys, monkeypatch):
+    """model.finetune=full: RUN/adapter holds the whole model; it goes to the repo root, loadable without PEFT."""
+    adapter = run_dir / "adapter"
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+        (adapter / name).unlink()
+    (adapter / "config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
+    (adapter / "generation_config.json").write_text("{}")
+    (adapter / "model.safetensors").write_bytes(os.urandom(4096))
+    info = json.loads((run_dir / "run.json").read_text())
+    info["model"]["finetune"] = "full"
+    info["recipe"]["lora"] = {}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    verify = json.loads((run_dir / "merged" / "verify.json").read_text())
+    (run_dir / "merged" / "verify.json").write_text(json.dumps({**verify, "finetune": "full"}))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+    assert main(["publish", "--run", str(run_dir), "--repo", "acme/x", "--include", "merged", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "  model.safetensors  " in out and "  config.json  " in out and "merged/model.safetensors" in out
+    card = (run_dir / "publish" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["library_name"] == "transformers" and "lora" not in front["tags"]
+    assert "A full fine-tune (every weight trained) of `google/gemma-3-1b-it`" in card
+    assert "LoRA" not in card and "PeftModel" not in card
+    assert 'model = AutoModelForCausalLM.from_pretrained("acme/x")\n' in card
+    assert "| fine-tuning | full: every weight trained |" in card
+    assert "A copy in the base's dtype (bfloat16)" in card and "The chat template saved with the model" in card
+    assert "Merged model vs the trained model on 3 rendered prompts" in card
 
 
 @pytest.mark.parametrize("where, status, message", [

@@ -95,6 +95,18 @@ def test_recipe_mistakes_name_the_key(tmp_path, text, override, message):
         load_recipe(path, [override] if override else [])
 
 
+def test_a_full_finetune_checks_but_does_not_record_the_lora_section():
+    """model.finetune=full trains without PEFT: the shipped recipes' lora sections switch off with one override, a
+    misspelt lora key is still refused, and run.json's recipe does not list LoRA settings that were not used."""
+    recipe = load_recipe("tiny", ["model.finetune=full"])
+    assert not recipe.lora_used and recipe.to_dict()["lora"] == {} and recipe.to_dict()["model"]["finetune"] == "full"
+    assert load_recipe("tiny").to_dict()["lora"]["r"] == 8
+    with pytest.raises(UserError, match="unknown recipe key lora.rank"):
+        load_recipe("tiny", ["model.finetune=full", "lora.rank=8"])
+    with pytest.raises(UserError, match="model.qlora=true needs model.finetune=lora"):
+        load_recipe("tiny", ["model.finetune=full", "model.qlora=true"])
+
+
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(UserError, match="recipe file .*nope.yaml not found"):
         load_recipe(tmp_path / "nope.yaml")

@@ -127,6 +127,33 @@ def test_peft_variants_train_straight_from_the_recipe(data, tmp_path, variant):
         assert layer.scaling["default"] == pytest.approx(16 / 8 ** 0.5)
 
 
+def test_full_finetune_trains_every_weight_and_saves_the_model(data, tmp_path, capsys):
+    """model.finetune=full: no PEFT; RUN/adapter holds the whole model, loadable on its own, every tensor changed."""
+    from safetensors.torch import load_file
+
+    info = train(load_recipe(TINY, overrides(tmp_path, data, "model.finetune=full", "training.max_steps=2")))
+    out = capsys.readouterr().out
+    assert "the recipe's lora settings are not used" in out and "trainable params: " in out and "(all)" in out
+    assert f"model:    {tmp_path / 'adapter'}" in out
+    adapter = tmp_path / "adapter"
+    assert not (adapter / "adapter_config.json").exists() and not (adapter / "training_args.bin").exists()
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} <= \
+        {p.name for p in adapter.iterdir()}
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["model"]["finetune"] == "full" and saved["recipe"]["model"]["finetune"] == "full"
+    assert saved["recipe"]["lora"] == {}  # not used, so not recorded as if it were
+    assert saved["model"]["dtype"] == "float32" and info["metrics"]["steps"] == 2
+
+    base = load_file(Path(saved["model"]["resolved"]) / "model.safetensors")
+    trained = load_file(adapter / "model.safetensors")
+    assert trained.keys() == base.keys()
+    unchanged = [name for name in base if torch.equal(base[name], trained[name])]
+    assert unchanged == []
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    assert tokenizer.chat_template == ChatFormat.from_tokenizer(tokenizer).inference_template
+    AutoModelForCausalLM.from_pretrained(adapter)  # a model on its own, no base needed
+
+
 def test_full_disk_while_training_is_one_line(data, small_disk, capsys):
     """The first checkpoint (adapter and optimizer state, about 1 MB) does not fit on a 512 KiB disk."""
     args = overrides(small_disk / "run", data, "training.max_steps=2", "training.save_steps=1")
@@ -266,6 +293,8 @@ def no_tool_calls(tmp_path) -> Path:
     ("missing data", "data file .*missing.jsonl not found; run `dispatchtune prep"),
     ("no such modules", r"lora.target_modules \['nope_proj', 'q_prj'\] match no module of tiny:qwen3; its linear "
                         r"layers are down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"),
+    ("full with qlora", "model.qlora=true needs model.finetune=lora: QLoRA trains a LoRA adapter"),
+    ("unknown finetune", "model.finetune=partial is not usable: expected one of lora, full"),
     ("empty model dir", "model directory .*empty holds no model \\(no config.json\\)"),
     ("model dir without weights", "model directory .*config-only holds no weights"),
 ])
@@ -283,6 +312,9 @@ def test_user_mistakes_are_one_line_and_exit_2(data, tmp_path, capsys, case, mes
         "missing data": ["train", "--recipe", TINY, *overrides(tmp_path, tmp_path / "missing.jsonl")],
         "no such modules": ["train", "--recipe", TINY, "lora.target_modules=[q_prj,nope_proj]",
                             *overrides(tmp_path, data)],
+        "full with qlora": ["train", "--recipe", TINY, "model.qlora=true", "model.finetune=full",
+                            *overrides(tmp_path, data)],
+        "unknown finetune": ["train", "--recipe", TINY, "model.finetune=partial", *overrides(tmp_path, data)],
         "empty model dir": ["train", "--recipe", TINY, f"model.name_or_path={empty_dir(tmp_path)}",
                             *overrides(tmp_path, data)],
         "model dir without weights": ["train", "--recipe", TINY, f"model.name_or_path={config_only(tmp_path)}",

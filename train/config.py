@@ -3,11 +3,13 @@
 A recipe has seven sections. `model`, `data`, `run`, `eval` and `export` are the dataclasses below (`eval` and
 `export`, and `data`'s prep settings, are read by `dispatchtune run` only); `lora` is PEFT's `LoraConfig` and
 `training` is TRL's `SFTConfig`, field for field, so everything PEFT and TRL document can be set there (DoRA with
-`lora.use_dora`, rsLoRA with `lora.use_rslora`, `modules_to_save`, `layers_to_transform`, ...). Sections are parsed
-the way `trl.TrlParser` reads a `--config` file: the values become argparse defaults, and argparse converts strings
-with the field's type (PyYAML reads `1e-4` as a string; here it becomes a float). `LoraConfig`'s union-typed fields
-are more than argparse can take, so `lora` goes through pydantic, which converts by the same annotations. A key that
-is not a field is an error naming its section and the closest field, rather than TrlParser's silent pass-through.
+`lora.use_dora`, rsLoRA with `lora.use_rslora`, `modules_to_save`, `layers_to_transform`, ...). With
+`model.finetune=full` every weight trains and the `lora` section, still parsed and checked (so a shared recipe can
+switch modes by one override), is not used; train says so. Sections are parsed the way `trl.TrlParser` reads a
+`--config` file: the values become argparse defaults, and argparse converts strings with the field's type (PyYAML
+reads `1e-4` as a string; here it becomes a float). `LoraConfig`'s union-typed fields are more than argparse can
+take, so `lora` goes through pydantic, which converts by the same annotations. A key that is not a field is an error
+naming its section and the closest field, rather than TrlParser's silent pass-through.
 
 Defaults that depend on the machine (bf16, gradient checkpointing, Liger, pinned memory) or on the run directory
 (output_dir, report_to, run_name) sit beneath the recipe's own `training` values, and LORA_DEFAULTS beneath its `lora`
@@ -46,12 +48,18 @@ class ModelArgs:
     name_or_path: str  # a Hub id, a local directory, or `tiny:<family>` (a tiny random model, built once and cached)
     chat_template: str | None = None  # None: the tokenizer's own; a name in dispatchtune/templates; or a .jinja path
     template_kwargs: dict | None = None  # extra variables for the template (Llama's `date_string`)
-    dtype: str = "auto"  # auto: bfloat16 where the GPU has it, else float32; or bfloat16 / float16 / float32
+    # lora: train a LoRA adapter (the `lora` section); full: train every weight, without PEFT. RUN/adapter then
+    # holds the whole model (weights, tokenizer, generation config) and the `lora` section is not used.
+    finetune: str = "lora"
+    # auto: with lora, the frozen base in bfloat16 where the GPU has it, else float32; with full, float32 (the
+    # weights AdamW updates; training.bf16 still computes in bfloat16). Or bfloat16 / float16 / float32.
+    dtype: str = "auto"
     attn_implementation: str = "auto"  # auto: flash_attention_2 where CUDA has it (or `kernels`), else sdpa
     qlora: bool = False  # QLoRA: the base loaded in 4-bit NF4 (bitsandbytes, double quantisation, bf16 compute); CUDA
     trust_remote_code: bool = False
 
 
+FINETUNES = ("lora", "full")
 # Our `lora` defaults, beneath the recipe's values (PEFT's own are r=8, alpha 8, no dropout, q_proj/v_proj only).
 LORA_DEFAULTS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
 # LoraConfig fields PEFT fills in itself when it builds or saves the adapter; a recipe setting them would break it.
@@ -115,6 +123,11 @@ class Recipe:
     def dir(self) -> Path:
         return Path(self.run.dir)
 
+    @property
+    def lora_used(self) -> bool:
+        """Whether training uses the `lora` section: with finetune=full it is parsed and checked, then left unused."""
+        return self.model.finetune == "lora"
+
     def to_dict(self) -> dict:
         """The resolved recipe: every field of our sections, and the `lora` and `training` fields set by the
         recipe, its overrides or our defaults (the rest are PEFT's and TRL's defaults of the recorded versions)."""
@@ -122,7 +135,7 @@ class Recipe:
         return {
             "path": str(self.path),
             **{name: dataclasses.asdict(getattr(self, name)) for name in OUR_SECTIONS},
-            "lora": {k: _plain(getattr(self.lora, k)) for k in self.lora_keys},
+            "lora": {k: _plain(getattr(self.lora, k)) for k in self.lora_keys} if self.lora_used else {},
             "training": {k: training[k] for k in self.training_keys},
         }
 
@@ -216,6 +229,11 @@ def check_values(recipe: Recipe) -> None:
         refuse("lora.r", lora.r, "the LoRA rank must be 1 or more")
     if not 0 <= lora.lora_dropout <= 1:
         refuse("lora.lora_dropout", lora.lora_dropout, "a dropout probability is between 0 and 1")
+    if model.finetune not in FINETUNES:
+        refuse("model.finetune", model.finetune, f"expected one of {', '.join(FINETUNES)}")
+    if model.qlora and model.finetune == "full":
+        raise UserError("model.qlora=true needs model.finetune=lora: QLoRA trains a LoRA adapter on a frozen 4-bit "
+                        "base, whose weights cannot be trained in full")
     dtypes = ("auto", "bfloat16", "float16", "float32")
     if model.dtype not in dtypes:
         refuse("model.dtype", model.dtype, f"expected one of {', '.join(dtypes)}")

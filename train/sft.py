@@ -1,14 +1,17 @@
-"""`dispatchtune train`: LoRA SFT with TRL on `prep`'s samples, the loss on the assistant's tokens only.
+"""`dispatchtune train`: LoRA (or full) SFT with TRL on `prep`'s samples, the loss on the assistant's tokens only.
 
 The flow is TRL's `trl/scripts/sft.py` with our pieces in front. The recipe (train/config.py) gives the `SFTConfig`
-and the LoRA settings. `train.mask.ChatFormat` renders each sample with the model's chat template and marks the
-tokens the model must learn to produce (assistant turns with their tool calls and end-of-turn). The samples reach
-`SFTTrainer` pre-tokenized (`input_ids` + `assistant_masks`): TRL turns the mask into labels and packs the sequences
-(best-fit decreasing, padding-free), so everything after tokenizing is TRL's, PEFT's and transformers' own code.
+and the LoRA settings; `model.finetune=full` gives SFTTrainer no PEFT config, so every weight trains.
+`train.mask.ChatFormat` renders each sample with the model's chat template and marks the tokens the model must learn
+to produce (assistant turns with their tool calls and end-of-turn). The samples reach `SFTTrainer` pre-tokenized
+(`input_ids` + `assistant_masks`): TRL turns the mask into labels and packs the sequences (best-fit decreasing,
+padding-free), so everything after tokenizing is TRL's, PEFT's and transformers' own code.
 
 Outputs, each renamed into place once complete: RUN/adapter/ (the LoRA adapter, and the tokenizer carrying the
-inference chat template), then RUN/run.json (the resolved recipe, data hashes and counts, library versions, metrics,
-the wandb run id). A killed run leaves only RUN/checkpoints/, which `--resume` continues from.
+inference chat template; for a full fine-tune the whole trained model there, with its generation config and the same
+tokenizer, under the same name so that every later stage finds the run's result in one place), then RUN/run.json
+(the resolved recipe, data hashes and counts, library versions, metrics, the wandb run id). A killed run leaves only
+RUN/checkpoints/, which `--resume` continues from.
 
 One GPU: `dispatchtune train --recipe R`; several: `accelerate launch --config_file recipes/accelerate/ddp.yaml -m
 dispatchtune.train --recipe R` (train/__main__.py). The main process encodes the data once, with every core, into
@@ -68,7 +71,10 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
     last_checkpoint = _check_outputs(recipe, resume, state)
 
     model_path, tokenizer, fmt = load_format(recipe, model_path)
-    check_target_modules(recipe, model_path)
+    if recipe.lora_used:
+        check_target_modules(recipe, model_path)
+    else:
+        state.print("finetune: full, every weight trains; the recipe's lora settings are not used")
     train_set, eval_set, counts = _datasets(recipe, fmt, state)
     quantization = _set_model_init(recipe, state)
     state.print(f"model: {model_path} ({args.model_init_kwargs['dtype']}, attention "
@@ -80,11 +86,14 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
     wandb_run = _start_wandb(recipe, last_checkpoint) if state.is_main_process and "wandb" in args.report_to else None
     trainer = SFTTrainer(
         model=model_path, args=args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
-        peft_config=copy.deepcopy(recipe.lora), quantization_config=quantization, callbacks=list(callbacks),
+        peft_config=copy.deepcopy(recipe.lora) if recipe.lora_used else None, quantization_config=quantization,
+        callbacks=list(callbacks),
     )
     if trainer.padding_free:
         check_packing(trainer.model, recipe.model.name_or_path)
-    if state.is_main_process:
+    if not recipe.lora_used:
+        state.print(f"trainable params: {trainer.model.num_parameters():,} (all)")
+    elif state.is_main_process:
         trainer.model.print_trainable_parameters()
     with disk_space_errors(args.output_dir):
         result = trainer.train(resume_from_checkpoint=last_checkpoint)
@@ -94,7 +103,7 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
     info = RunInfo(
         recipe=recipe.to_dict(),
         model={"name_or_path": recipe.model.name_or_path, "resolved": model_path, **args.model_init_kwargs,
-               "qlora": recipe.model.qlora},
+               "qlora": recipe.model.qlora, "finetune": recipe.model.finetune},
         mask={"method": fmt.method, "end_of_turn": fmt.end_of_turn},
         data={"train": {"path": recipe.data.train, "sha256": file_sha256(Path(recipe.data.train)), **counts},
               "heldout": _file_info(Path(recipe.data.heldout))},
@@ -110,7 +119,7 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
         git=_git(),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    tokenizer.chat_template = fmt.inference_template  # save_model writes the tokenizer beside the adapter
+    tokenizer.chat_template = fmt.inference_template  # save_model writes the tokenizer beside the adapter (or model)
     with disk_space_errors(recipe.dir):
         _save(trainer, recipe.dir, info, state)
     if state.is_main_process:
@@ -118,8 +127,9 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
             wandb_run.summary.update({f"data/{k}": v for k, v in counts.items()})
             wandb_run.finish()
         m = info.metrics
+        saved = "adapter: " if recipe.lora_used else "model:   "  # a full fine-tune's model, in RUN/adapter
         print(f"trained {m['steps']} steps in {m['runtime_s']:.0f} s, loss {_fmt(m['first_loss'])} -> "
-              f"{_fmt(m['last_loss'])}\n  adapter:  {recipe.dir / 'adapter'}\n  run.json: {recipe.dir / RUN_INFO}"
+              f"{_fmt(m['last_loss'])}\n  {saved} {recipe.dir / 'adapter'}\n  run.json: {recipe.dir / RUN_INFO}"
               + (f"\n  wandb:    run {wandb_run.id} ({info.wandb_dir})" if wandb_run else ""))
     state.wait_for_everyone()
     trainer.end()
@@ -206,7 +216,7 @@ def _set_model_init(recipe: Recipe, state):
     import torch
 
     args = recipe.training
-    args.model_init_kwargs = {"dtype": _dtype(recipe.model.dtype),
+    args.model_init_kwargs = {"dtype": _dtype(recipe.model.dtype, full=not recipe.lora_used),
                               "attn_implementation": _attn_implementation(recipe.model.attn_implementation),
                               "trust_remote_code": recipe.model.trust_remote_code, **(args.model_init_kwargs or {})}
     if not recipe.model.qlora:
@@ -342,11 +352,15 @@ def data_file(path: str, key: str) -> Path:
     return Path(path)
 
 
-def _dtype(name: str) -> str:
+def _dtype(name: str, full: bool = False) -> str:
+    """auto: a full fine-tune's weights in float32, since AdamW's small updates vanish when added to bfloat16 weights
+    (training.bf16 still computes in bfloat16); a frozen LoRA base in bfloat16 where the GPU has it."""
     import torch
 
     if name != "auto":
         return name
+    if full:
+        return "float32"
     return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
 
 
