@@ -1,6 +1,6 @@
 """Seeded dispatch data for the demo: everyday tool calls a model trained from scratch on a CPU can learn.
 
-    dispatchtune synth --out data/synthetic [--train 4000] [--heldout 160] [--seed 0]
+    dispatchtune synth --out DIR [--train 3200] [--heldout 160] [--seed 0]
 
 Writes train.jsonl and heldout.jsonl (OpenAI-messages samples, the canonical format). Ten tools (weather, local time,
 currency conversion, timers, calls, music, taxis, contact lookup, ...) and five kinds of sample, in the categories the
@@ -134,8 +134,9 @@ class _Pools:
 
 
 class Generator:
-    def __init__(self, seed: int, heldout: bool):
+    def __init__(self, seed: int, heldout: bool, session: int = 6):
         self.rng = random.Random(seed)
+        self.session = 1 if heldout else session
         pools = _Pools(random.Random(1234))  # the same value split whatever the sample seed
         self.values = pools.heldout if heldout else pools.train
         self.heldout = heldout
@@ -146,15 +147,21 @@ class Generator:
     def args(self, tool: str) -> dict:
         out = {}
         for param, spec in TOOLS[tool]["function"]["parameters"]["properties"].items():
-            if spec["type"] == "integer":
-                out[param] = self.rng.randint(2, 90)
-            elif spec["type"] == "number":
-                out[param] = self.rng.choice((self.rng.randint(5, 999), self.rng.randint(1, 99) * 10))
+            if spec["type"] in ("integer", "number"):
+                low, high = (2, 90) if spec["type"] == "integer" else (5, 999)
+                out[param] = self.number(low, high)
             else:
                 out[param] = self.rng.choice(self.values[param])
         if "target" in out:
             out["target"] = self.rng.choice([c for c in self.values["target"] if c != out["source"]])
         return out
+
+    def number(self, low: int, high: int) -> int:
+        """A number of the file's part of the range: held out if it leaves 3 divided by 7."""
+        while True:
+            n = self.rng.randint(low, high)
+            if (n % 7 == 3) == self.heldout:
+                return n
 
     def offer(self, needed: list[str], extra: int, avoid: str | None = None) -> list[dict]:
         """The needed tools and `extra` others (never `avoid`), in random order."""
@@ -204,7 +211,7 @@ class Generator:
         session of one to six requests over two to five offered tools (the tool list, the longest part of the
         prompt, is then read once for several calls). Calls that more requests follow get their results."""
         rng, sid = self.rng, f"{'heldout' if self.heldout else 'train'}-{n}"
-        if self.heldout:
+        if self.session == 1:
             kind = rng.choices(list(KINDS), list(KINDS.values()))[0]
             if kind == "chain":
                 needed = ["find_contact", rng.choice(list(CHAINS))]
@@ -216,7 +223,7 @@ class Generator:
             messages = self.exchange(kind, offered, sid, answered=False)
         else:
             offered = [t["function"]["name"] for t in self.offer([], rng.randint(2, 5))]
-            count = rng.randint(1, 6)
+            count = rng.randint(1, self.session)
             messages = [m for k in range(count)
                         for m in self.exchange(self.kind(offered), offered, f"{sid}_{k}", answered=k < count - 1)]
         return {"id": sid, "messages": messages, "tools": [TOOLS[t] for t in offered]}
@@ -243,9 +250,9 @@ def _result(n, i: int, content: dict) -> dict:
     return {"role": "tool", "tool_call_id": f"call_{n}_{i}", "content": json.dumps(content)}
 
 
-def generate(count: int, *, seed: int, heldout: bool) -> list[dict]:
-    """`count` samples (see `Generator.sample`), seeded."""
-    gen = Generator(seed, heldout)
+def generate(count: int, *, seed: int, heldout: bool, session: int = 6) -> list[dict]:
+    """`count` samples (see `Generator.sample`; training sessions of up to `session` requests), seeded."""
+    gen = Generator(seed, heldout, session)
     return [gen.sample(n) for n in range(count)]
 
 
@@ -260,7 +267,7 @@ def write(out: Path, *, train: int, heldout: int, seed: int) -> dict[str, Path]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory (train.jsonl, heldout.jsonl)")
-    parser.add_argument("--train", type=int, default=4000, help="training samples (default: %(default)s)")
+    parser.add_argument("--train", type=int, default=3200, help="training samples (default: %(default)s)")
     parser.add_argument("--heldout", type=int, default=160, help="held-out samples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (the value split is fixed)")
 

@@ -68,7 +68,13 @@ system user assistant tool ipython model function arguments parameters name cont
 
 def build_tokenizer(name: str, corpus: list[str] = (), vocab_size: int = TOKENIZER_VOCAB_SIZE):
     """A byte-level BPE tokenizer trained on the built-in corpus (and `corpus`, texts such as training samples
-    rendered in the chat template), with the family's real special tokens and template."""
+    rendered in the chat template), with the family's real special tokens and template.
+
+    With a corpus, no merge joins a space to the word after it (the space stays a token of its own), so a word
+    tokenizes the same after a space as after a quote: a name in a request and in a call's JSON are the same tokens,
+    and a model trained from scratch learns to copy it by attention alone, where a pretrained model would have
+    learned the correspondence from its pretraining. The split rule is the family's, so llama.cpp's pre-tokenizer
+    still matches; only the merges differ."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     spec = family(name)
@@ -91,7 +97,11 @@ def build_tokenizer(name: str, corpus: list[str] = (), vocab_size: int = TOKENIZ
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodes, whatever the text
         show_progress=False,
     )
+    split = tok.pre_tokenizer
+    if corpus:  # train with a space before a letter split off, then tokenize with the family's split rule
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r" (?=\p{L})"), "isolated"), split])
     tok.train_from_iterator([_CORPUS, template or "", *corpus], trainer=trainer)
+    tok.pre_tokenizer = split
     return _family_tokenizer(spec, tok)
 
 

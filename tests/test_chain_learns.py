@@ -98,15 +98,7 @@ def ast_verdicts(out: Path) -> dict[str, bool]:
     return {row["id"]: row["ast_match"] for row in map(json.loads, (out / "cases.jsonl").read_text().splitlines())}
 
 
-# Qwen3 memorises every turn in its training context, but the chain's later turns fail at inference: TRL's qwen3
-# training template renders an empty <think></think> block in every assistant turn, while Qwen3's own template (the
-# inference one) drops it from the earlier turns, so turn 2 is generated after a context never trained on. Strict:
-# once train/mask.py trains each turn in its inference context, this passes and the mark must go.
-QWEN3_CONTEXT = pytest.mark.xfail(strict=True, raises=AssertionError,
-                                  reason="qwen3 trains later turns after <think></think> blocks inference drops")
-
-
-@pytest.mark.parametrize("family", ["llama-3.2", pytest.param("qwen3", marks=QWEN3_CONTEXT)])
+@pytest.mark.parametrize("family", ["llama-3.2", "qwen3"])
 def test_memorised_samples_score_ast_1_everywhere(env, tiny_models, tmp_path, family):
     tiny_models(family)  # built into the cache `tiny:` reads
     spec = FAMILIES[family]
