@@ -168,7 +168,7 @@ def test_shipped_recipes_resolve_by_name_and_a_path_still_works(tmp_path, monkey
     assert main(["recipes"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in listed[:-1]] == sorted(EXPECTED)
-    assert listed[4].startswith("qwen3-0.6b     Qwen3-0.6B (Qwen/Qwen3-0.6B)")
+    assert listed[sorted(EXPECTED).index("qwen3-0.6b")].startswith("qwen3-0.6b     Qwen3-0.6B (Qwen/Qwen3-0.6B)")
 
 
 def test_lora_is_peft_lora_config_field_for_field():
