@@ -213,7 +213,6 @@ def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HID
         recipe["vocab"] = vocab
         if corpus:
             raise UserError("--corpus trains the tokenizer; the real vocabulary is fixed (use --vocab trained)")
-    texts = corpus_texts(Path(corpus)) if corpus else []
     if corpus:
         recipe["corpus_sha256"] = hashlib.sha256(Path(corpus).read_bytes()).hexdigest()
     for key, value in (("layers", layers), ("heads", heads)):
@@ -225,6 +224,7 @@ def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HID
     if _reusable(out_dir, recipe):
         return out_dir
     with staging(out_dir, directory=True) as tmp:
+        texts = corpus_texts(Path(corpus)) if corpus else []  # read only when building, not when reusing
         _write_model(spec, tmp, hidden_size, seed, vocab, texts, layers, heads)
         (tmp / MARKER).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
         try:
