@@ -1,18 +1,19 @@
 """Seeded dispatch data for the demo: everyday tool calls a model trained from scratch on a CPU can learn.
 
-    dispatchtune synth --out DIR [--train 3200] [--heldout 160] [--seed 0]
+    dispatchtune synth --out DIR [--train 32000] [--heldout 160] [--seed 0] [--session 1]
 
 Writes train.jsonl and heldout.jsonl (OpenAI-messages samples, the canonical format). Ten tools (weather, local time,
-currency conversion, timers, calls, music, taxis, contact lookup, ...) and five kinds of sample, in the categories the
-scorer reports: a single call (one tool offered, or a choice of two to four), parallel calls (the same tool twice, or
-two tools), no call (chit-chat, or a request no offered tool performs), and a two-step chain (look up a contact's
-city, then call a tool with the city the lookup returned, then answer).
+currency conversion, timers, calls, music, taxis, contact lookup, ...) and four kinds of request, in the categories
+the scorer reports: a single call (one tool offered, or a choice of two to four), parallel calls (the same tool
+twice, or two tools), no call (chit-chat, or a request no offered tool performs), and a two-step chain (look up a
+contact's city, then call a tool with the city the lookup returned, then answer).
 
-The held-out file is the test of generalisation, so it shares nothing with training but the tools: every argument
-value (coined place, people and artist names, numbers, currency codes) comes from a pool split between the two files,
-and every user phrasing from a list split the same way. A model that scores on it has learned to pick the tool and
-copy values it has never seen, not memorised answers. The values are coined rather than real names so that no
-tokenizer or model has an advantage from having seen them.
+The held-out file is the test of generalisation, so it shares nothing with training but the tools, the currency
+codes and the words values are made of: every user phrasing comes from a list split between the two files, every
+number from a split range, and every name, place, topic and message text is a pair of words (coined names such as
+"Trairol Bidrar", "Mubrus Valley") that a hash gives to one file only. A model that scores on it has learned to pick
+the tool and copy values it has never seen, not memorised answers. The names are coined so that no tokenizer or
+model has an advantage from having seen them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import zlib
 from pathlib import Path
 
 from dispatchtune.atomic import write_text
@@ -100,45 +102,66 @@ CHITCHAT = ["Hi there!", "Thanks a lot.", "Tell me a joke.", "How are you today?
 NO_TOOL_ANSWER = "Sorry, I have no tool for that."
 CHITCHAT_ANSWER = "Hello! Ask me to call one of my tools."
 
-_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "tr", "st", "sh"]
-_VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
-_CODAS = ["", "", "n", "r", "l", "s", "m"]
-_CURRENCIES = ["USD", "EUR", "JPY", "GBP", "CHF", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "INR",
-               "BRL", "MXN", "ZAR", "TRY", "KRW", "SGD", "NZD", "THB", "ILS", "CNY"]
-_TOPICS = ["chess", "tennis", "rockets", "robots", "jazz", "bees", "trains", "volcanoes", "cheese", "sailing",
-           "comets", "castles", "coffee", "gardens", "whales", "bridges", "cycling", "pottery", "deserts", "owls"]
-_TEXTS = ["running late", "see you soon", "call me back", "dinner at eight", "on my way", "happy birthday",
-          "meeting moved", "bring the keys", "good luck today", "lunch tomorrow", "almost there", "miss you"]
+CURRENCIES = ["USD", "EUR", "JPY", "GBP", "CHF", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN", "INR"]
+_PLACES = ["Bay", "Falls", "Harbor", "Springs", "Hill", "Point", "Valley", "Creek"]
+_ADJECTIVES = ["local", "world", "electric", "classic", "space", "street", "ocean", "mountain"]
+_SUBJECTS = ["chess", "tennis", "rockets", "robots", "jazz", "bees", "trains", "volcanoes", "cheese", "sailing"]
+_ASKS = ["call me", "meet me", "see you", "text me", "wait for me", "pick me up"]
+_WHENS = ["at noon", "at eight", "tonight", "tomorrow", "soon", "later", "on Monday", "after lunch"]
 _CONDITIONS = ["sunny", "rainy", "cloudy", "windy", "snowy", "foggy"]
 
 
+def _coined(count: int, rng: random.Random, taken: set[str]) -> list[str]:
+    """`count` made-up capitalised words of two syllables, none in `taken` (which they join)."""
+    onsets, vowels, codas = "b d f g k l m n p r s t v z br dr kl tr st sh".split(), "a e i o u ai ou".split(), "nrls"
+    words = []
+    while len(words) < count:
+        word = "".join(rng.choice(onsets) + rng.choice(vowels) for _ in range(2)) + rng.choice(codas)
+        if word.capitalize() not in taken:
+            taken.add(word.capitalize())
+            words.append(word.capitalize())
+    return words
+
+
+def _word_lists() -> dict[str, list[str]]:
+    rng, taken = random.Random(1234), set()
+    return {"first": _coined(40, rng, taken), "last": _coined(40, rng, taken), "town": _coined(40, rng, taken)}
+
+
+_WORDS = _word_lists()
+# Each value is two words, and the held-out file takes the pairs that a hash puts there: every word recurs in
+# training, never a held-out pair. A two-layer model learns to copy whole words it knows long before it learns to
+# spell out strings it has never seen, and a tokenizer trained on the data makes each word one token.
+_PAIRS = {
+    "name": (_WORDS["first"], _WORDS["last"]),  # people, also artists
+    "city": (_WORDS["town"], _PLACES),
+    "topic": (_ADJECTIVES, _SUBJECTS),
+    "text": (_ASKS, _WHENS),
+}
+
+
 class _Pools:
-    """Argument values, each pool split into a training part and a held-out part that share no value."""
+    """Argument values, split into a training part and a held-out part that share no value (see _PAIRS; currency
+    codes, a fixed set like an enum's, are shared: the held-out conversions differ in their amounts)."""
 
-    def __init__(self, rng: random.Random):
-        names = sorted({self._name(rng) for _ in range(3000)})
-        rng.shuffle(names)
-        split = lambda xs, k: (xs[: len(xs) - k], xs[len(xs) - k :])  # noqa: E731
-        cities, people, artists = names[:800], names[800:1600], names[1600:2400]
-        self.train, self.heldout = {}, {}
-        for key, values, k in (("city", cities, 160), ("name", people, 160), ("artist", artists, 160),
-                               ("source", _CURRENCIES, 6), ("topic", _TOPICS, 5), ("text", _TEXTS, 3)):
-            self.train[key], self.heldout[key] = split(values, k)
-        self.train["target"], self.heldout["target"] = self.train["source"], self.heldout["source"]
-        self.train["destination"], self.heldout["destination"] = self.train["city"], self.heldout["city"]
+    def __init__(self, rng: random.Random, heldout: bool):
+        self.rng, self.heldout = rng, heldout
 
-    @staticmethod
-    def _name(rng: random.Random) -> str:
-        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.choice((2, 2, 3))))
-        return (word + rng.choice(_CODAS)).capitalize()
+    def __getitem__(self, param: str) -> str:
+        if param in ("source", "target"):
+            return self.rng.choice(CURRENCIES)
+        firsts, seconds = _PAIRS[{"destination": "city", "artist": "name"}.get(param, param)]
+        while True:
+            value = f"{self.rng.choice(firsts)} {self.rng.choice(seconds)}"
+            if (zlib.crc32(value.encode()) % 5 == 0) == self.heldout:
+                return value
 
 
 class Generator:
-    def __init__(self, seed: int, heldout: bool, session: int = 6):
+    def __init__(self, seed: int, heldout: bool, session: int = 1):
         self.rng = random.Random(seed)
         self.session = 1 if heldout else session
-        pools = _Pools(random.Random(1234))  # the same value split whatever the sample seed
-        self.values = pools.heldout if heldout else pools.train
+        self.values = _Pools(self.rng, heldout)
         self.heldout = heldout
 
     def phrase(self, options: list[str]) -> str:
@@ -151,9 +174,9 @@ class Generator:
                 low, high = (2, 90) if spec["type"] == "integer" else (5, 999)
                 out[param] = self.number(low, high)
             else:
-                out[param] = self.rng.choice(self.values[param])
+                out[param] = self.values[param]
         if "target" in out:
-            out["target"] = self.rng.choice([c for c in self.values["target"] if c != out["source"]])
+            out["target"] = self.rng.choice([c for c in CURRENCIES if c != out["source"]])
         return out
 
     def number(self, low: int, high: int) -> int:
@@ -185,7 +208,7 @@ class Generator:
             return [_user(self.request(rng.choice(missing))[0]), _answer(NO_TOOL_ANSWER)]
         if kind == "chain":
             tool = rng.choice([t for t in CHAINS if t in offered])
-            name, city = rng.choice(self.values["name"]), rng.choice(self.values["city"])
+            name, city = self.values["name"], self.values["city"]
             param = next(iter(TOOLS[tool]["function"]["parameters"]["properties"]))
             result = {"city": city, "condition": rng.choice(_CONDITIONS)} if tool == "get_weather" else {"ok": True}
             return [_user(self.phrase(CHAINS[tool]).format(name=name)),
@@ -207,9 +230,9 @@ class Generator:
         return self.rng.choices(kinds, [KINDS[k] for k in kinds])[0]
 
     def sample(self, n: int) -> dict:
-        """A held-out sample is one request with the tools it needs and up to two others; a training sample is a
-        session of one to six requests over two to five offered tools (the tool list, the longest part of the
-        prompt, is then read once for several calls). Calls that more requests follow get their results."""
+        """One request with the tools it needs and up to two others, or (training with `session` above 1) a session
+        of one to `session` requests over two to five offered tools, whose calls that more requests follow get their
+        results."""
         rng, sid = self.rng, f"{'heldout' if self.heldout else 'train'}-{n}"
         if self.session == 1:
             kind = rng.choices(list(KINDS), list(KINDS.values()))[0]
@@ -250,16 +273,16 @@ def _result(n, i: int, content: dict) -> dict:
     return {"role": "tool", "tool_call_id": f"call_{n}_{i}", "content": json.dumps(content)}
 
 
-def generate(count: int, *, seed: int, heldout: bool, session: int = 6) -> list[dict]:
+def generate(count: int, *, seed: int, heldout: bool, session: int = 1) -> list[dict]:
     """`count` samples (see `Generator.sample`; training sessions of up to `session` requests), seeded."""
     gen = Generator(seed, heldout, session)
     return [gen.sample(n) for n in range(count)]
 
 
-def write(out: Path, *, train: int, heldout: int, seed: int) -> dict[str, Path]:
+def write(out: Path, *, train: int, heldout: int, seed: int, session: int = 1) -> dict[str, Path]:
     paths = {}
     for name, count, held in (("train", train, False), ("heldout", heldout, True)):
-        rows = generate(count, seed=seed + held, heldout=held)
+        rows = generate(count, seed=seed + held, heldout=held, session=session)
         paths[name] = out / f"{name}.jsonl"
         write_text(paths[name], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return paths
@@ -267,13 +290,15 @@ def write(out: Path, *, train: int, heldout: int, seed: int) -> dict[str, Path]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory (train.jsonl, heldout.jsonl)")
-    parser.add_argument("--train", type=int, default=3200, help="training samples (default: %(default)s)")
+    parser.add_argument("--train", type=int, default=32000, help="training samples (default: %(default)s)")
     parser.add_argument("--heldout", type=int, default=160, help="held-out samples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (the value split is fixed)")
+    parser.add_argument("--session", type=int, default=1, help="a training sample is a session of 1 to this many "
+                        "requests (default: %(default)s; held-out samples are single requests)")
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = write(args.out, train=args.train, heldout=args.heldout, seed=args.seed)
+    paths = write(args.out, train=args.train, heldout=args.heldout, seed=args.seed, session=args.session)
     print(f"wrote {args.train:,} training samples to {paths['train']} and {args.heldout:,} held-out samples to "
           f"{paths['heldout']} (values and phrasings disjoint)")
     return 0

@@ -91,15 +91,18 @@ TINY_LENGTH_SCALE, TINY_SEQ_LEN = 1 / 8, 1024
 # (tokens, trained tokens) of each sample `prep` accepts from /work/shared/data/toolbench: the DFS answer traces
 # (answer/G*_answer/*.json) and the ToolLLaMA sample (toolllama/toolllama_G1_dfs_sample.json); 10 traces, two of them
 # the same queries through both readers. Each is rendered with Qwen3's chat template and tools, thinking off, and
-# masked by train.mask (the tiny Qwen3, which has the real template and special tokens). Tokens = special tokens +
+# masked by train.mask (the tiny Qwen3, which has the real template and special tokens), as the rows it trains as:
+# one per assistant turn, each after the prompt generation sees (39 rows). Tokens = special tokens +
 # the other characters / CHARS_PER_TOKEN: the tiny tokenizer's own count means nothing for the real one. Regenerate:
-# `python scripts/bench_train.py --derive-lengths ../shared/data/toolbench`. These values predate training a Qwen3
-# sample as one row per assistant turn (train.mask); --derive-lengths now prints the rows, shorter and less trained.
+# `python scripts/bench_train.py --derive-lengths ../shared/data/toolbench`.
 # Assumed characters per token of Qwen3's tokenizer on this text: about 4 on English prose, fewer on JSON (quotes,
 # braces, and digits, which it splits one per token). If the true ratio is r, these lengths are r / 3.5 times the truth.
 CHARS_PER_TOKEN = 3.5
-TOOLBENCH = [(943, 120), (1350, 263), (1403, 316), (1515, 226), (2102, 325), (2547, 199), (3185, 255), (3284, 354),
-             (3443, 1151), (4774, 705)]
+TOOLBENCH = [(447, 25), (449, 25), (449, 25), (790, 30), (790, 30), (795, 38), (840, 25), (891, 36), (893, 78),
+             (932, 57), (1251, 38), (1334, 183), (1349, 38), (1387, 183), (1412, 161), (1504, 29), (1550, 25),
+             (1939, 320), (2016, 30), (2016, 30), (2023, 32), (2085, 225), (2157, 33), (2295, 35), (2338, 357),
+             (2354, 27), (2354, 27), (2395, 35), (2525, 65), (2624, 27), (2936, 30), (3035, 128), (3038, 395),
+             (3169, 168), (3216, 282), (3268, 168), (3427, 79), (4405, 353), (4758, 43)]
 
 
 def main() -> int:

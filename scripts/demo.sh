@@ -2,11 +2,11 @@
 # The pipeline end to end, offline, on a CPU: bash scripts/demo.sh [RUN_DIR]   (default runs/demo)
 #
 # What it shows: a model that learns to call tools. The model is a tiny SmolLM2-shaped transformer (2 layers,
-# hidden size 256, about 1.7M weights) built here with random weights and a tokenizer trained on the demo's data:
+# hidden size 256, about 1.4M weights) built here with random weights and a tokenizer trained on the demo's data:
 # no pretrained weights can be downloaded, and a model this small can learn templated slot filling (pick the tool
 # the request names, copy its values into the call) from scratch in minutes. The data is `dispatchtune synth`'s:
-# seeded sessions over ten everyday tools, with a held-out file whose argument values and phrasings training never
-# saw. Every weight trains (recipes/demo.yaml: model.finetune=full); the gate then has to pass before merge, GGUF
+# 32,000 seeded requests over ten everyday tools, with a held-out file whose argument values and phrasings training
+# never saw. Every weight trains (recipes/demo.yaml: model.finetune=full); the gate then has to pass before merge, GGUF
 # export and the GGUF's own eval, and the run ends with base vs trained vs GGUF on the held-out cases.
 # Run it again and every finished stage is skipped (remove RUN_DIR to start over).
 # The tiny tokenizer is trained here, so llama.cpp cannot recognise it: the export uses the llama.cpp tree the test

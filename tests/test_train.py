@@ -29,7 +29,7 @@ from dispatchtune.errors import UserError
 from dispatchtune.train.config import load_recipe
 from dispatchtune.train.inspect import GREEN, RESET, render
 from dispatchtune.train.mask import ChatFormat
-from dispatchtune.train.sft import train
+from dispatchtune.train.sft import batched_by_length, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes/tiny.yaml")
@@ -295,6 +295,8 @@ def no_tool_calls(tmp_path) -> Path:
                         r"layers are down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"),
     ("full with qlora", "model.qlora=true needs model.finetune=lora: QLoRA trains a LoRA adapter"),
     ("unknown finetune", "model.finetune=partial is not usable: expected one of lora, full"),
+    ("batches by length with packing", "data.batch_by_length=True is not usable: it orders the batches itself: set "
+                                       "training.packing=false"),
     ("empty model dir", "model directory .*empty holds no model \\(no config.json\\)"),
     ("model dir without weights", "model directory .*config-only holds no weights"),
 ])
@@ -315,6 +317,8 @@ def test_user_mistakes_are_one_line_and_exit_2(data, tmp_path, capsys, case, mes
         "full with qlora": ["train", "--recipe", TINY, "model.qlora=true", "model.finetune=full",
                             *overrides(tmp_path, data)],
         "unknown finetune": ["train", "--recipe", TINY, "model.finetune=partial", *overrides(tmp_path, data)],
+        "batches by length with packing": ["train", "--recipe", TINY, "data.batch_by_length=true",
+                                           "training.packing=true", *overrides(tmp_path, data)],
         "empty model dir": ["train", "--recipe", TINY, f"model.name_or_path={empty_dir(tmp_path)}",
                             *overrides(tmp_path, data)],
         "model dir without weights": ["train", "--recipe", TINY, f"model.name_or_path={config_only(tmp_path)}",
@@ -360,3 +364,15 @@ def test_packing_probe_refuses_models_whose_attention_mixes_packed_sequences(tin
     else:
         with pytest.raises(UserError, match=f"packed sequences attend to each other in {family}.*packing=false"):
             check_packing(model, family)
+
+
+def test_batches_by_length_come_in_random_order_with_the_short_one_last():
+    from datasets import Dataset
+
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11]
+    rows = batched_by_length(Dataset.from_dict({"input_ids": [[0] * n for n in lengths]}), 3, seed=1)["input_ids"]
+    batches = [[len(ids) for ids in rows[i : i + 3]] for i in range(0, len(rows), 3)]
+    assert sorted(n for b in batches for n in b) == sorted(lengths)  # every row once
+    assert batches[-1] == [10, 11]  # the short batch stays last, so the full ones keep their boundaries
+    assert sorted(batches[:-1]) == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]  # neighbours in length batch together
+    assert batches[:-1] != sorted(batches[:-1])  # in a seeded random order, not longest or shortest first

@@ -78,6 +78,10 @@ class DataArgs:
     heldout_frac: float | None = None
     heldout_tools_in_train: str | None = None  # with split_by tool: strip, drop or keep (see `prep --help`)
     max_tokens: int | None = None  # set: render each sample in the training format (model.chat_template), reject longer
+    # Batches of rows of about the same length, in a seeded random order: little padding without packing. (transformers'
+    # group_by_length sorts each run of 50 batches longest first, a sweep through the sample kinds that a model
+    # trained from scratch at a high learning rate follows instead of learning them all.)
+    batch_by_length: bool = False
 
 
 @dataclass
@@ -221,6 +225,9 @@ def check_values(recipe: Recipe) -> None:
         refuse("training.max_steps", t.max_steps, "it must be positive, or -1 to train training.num_train_epochs")
     if t.max_steps == -1 and not (math.isfinite(t.num_train_epochs) and t.num_train_epochs > 0):
         refuse("training.num_train_epochs", t.num_train_epochs, "it must be positive (or set training.max_steps)")
+    if recipe.data.batch_by_length and (t.packing or t.train_sampling_strategy != "random"):
+        refuse("data.batch_by_length", True, "it orders the batches itself: set training.packing=false and leave "
+               f"training.train_sampling_strategy at random (not {t.train_sampling_strategy})")
     reporters = [*INTEGRATION_TO_CALLBACK, "all", "none"]
     for name in t.report_to:
         if name not in reporters:

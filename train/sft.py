@@ -76,6 +76,9 @@ def train(recipe: Recipe, *, resume: bool | str = False, model_path: str | None 
     else:
         state.print("finetune: full, every weight trains; the recipe's lora settings are not used")
     train_set, eval_set, counts = _datasets(recipe, fmt, state)
+    if recipe.data.batch_by_length:
+        train_set = batched_by_length(train_set, args.per_device_train_batch_size, args.seed)
+        args.train_sampling_strategy = "sequential"
     quantization = _set_model_init(recipe, state)
     state.print(f"model: {model_path} ({args.model_init_kwargs['dtype']}, attention "
                 f"{args.model_init_kwargs['attn_implementation']}{', QLoRA 4-bit' if quantization else ''}); "
@@ -208,6 +211,19 @@ def _datasets(recipe: Recipe, fmt, state):
         raise UserError(f"{heldout_path} has no sample with an assistant turn to measure eval loss on; "
                         "set training.eval_strategy=no or point data.heldout at such samples")
     return train_set, eval_set, counts
+
+
+def batched_by_length(dataset, batch_size: int, seed: int):
+    """`dataset` reordered for the sequential sampler: each run of `batch_size` rows holds rows of about the same
+    length (sorted), the full runs in a seeded random order, the short one last so the others stay aligned."""
+    import random
+
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    full, rest = (batches[:-1], batches[-1:]) if len(batches[-1]) < batch_size else (batches, [])
+    random.Random(seed).shuffle(full)
+    return dataset.select([i for batch in full + rest for i in batch])
 
 
 def _set_model_init(recipe: Recipe, state):
