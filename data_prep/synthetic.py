@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 
 from dispatchtune.atomic import write_text
+from dispatchtune.errors import UserError
 
 
 def _tool(tool: str, description: str, **params: str) -> dict:
@@ -298,6 +299,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    limits = (("--train", args.train, 0), ("--heldout", args.heldout, 0), ("--session", args.session, 1))
+    for flag, value, least in limits:
+        if value < least:
+            raise UserError(f"{flag} {value}: expected {least} or more")
     paths = write(args.out, train=args.train, heldout=args.heldout, seed=args.seed, session=args.session)
     print(f"wrote {args.train:,} training samples to {paths['train']} and {args.heldout:,} held-out samples to "
           f"{paths['heldout']} (values and phrasings disjoint)")

@@ -97,3 +97,10 @@ def test_compact_template_lists_signatures_and_trains_each_session_in_one_row():
     assert "{" not in text.split("<|im_end|>")[0]  # no JSON schema in the prompt
     rows = fmt.encode(sample)
     assert len(rows) == 1 and sum(rows[0][1]) > 0
+
+
+def test_counts_below_their_least_are_one_line(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path), "--session", "0"]) == 2
+    assert main(["synth", "--out", str(tmp_path), "--train", "-5"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("--train -5: expected 0 or more")
+    assert not list(tmp_path.iterdir())
