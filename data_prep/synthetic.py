@@ -141,14 +141,15 @@ _PAIRS = {
 }
 
 
-class _Pools:
-    """Argument values, split into a training part and a held-out part that share no value (see _PAIRS; currency
-    codes, a fixed set like an enum's, are shared: the held-out conversions differ in their amounts)."""
+class Generator:
+    def __init__(self, seed: int, heldout: bool, session: int = 1):
+        self.rng = random.Random(seed)
+        self.session = 1 if heldout else session
+        self.heldout = heldout
 
-    def __init__(self, rng: random.Random, heldout: bool):
-        self.rng, self.heldout = rng, heldout
-
-    def __getitem__(self, param: str) -> str:
+    def value(self, param: str) -> str:
+        """A value of this file's part: a pair of words (see _PAIRS) that the hash gives to it, or a currency code
+        (a fixed set like an enum's, shared by both files: the held-out conversions differ in their amounts)."""
         if param in ("source", "target"):
             return self.rng.choice(CURRENCIES)
         firsts, seconds = _PAIRS[{"destination": "city", "artist": "name"}.get(param, param)]
@@ -156,14 +157,6 @@ class _Pools:
             value = f"{self.rng.choice(firsts)} {self.rng.choice(seconds)}"
             if (zlib.crc32(value.encode()) % 5 == 0) == self.heldout:
                 return value
-
-
-class Generator:
-    def __init__(self, seed: int, heldout: bool, session: int = 1):
-        self.rng = random.Random(seed)
-        self.session = 1 if heldout else session
-        self.values = _Pools(self.rng, heldout)
-        self.heldout = heldout
 
     def phrase(self, options: list[str]) -> str:
         return self.rng.choice(options[-2:] if self.heldout else options[:-2])
@@ -175,7 +168,7 @@ class Generator:
                 low, high = (2, 90) if spec["type"] == "integer" else (5, 999)
                 out[param] = self.number(low, high)
             else:
-                out[param] = self.values[param]
+                out[param] = self.value(param)
         if "target" in out:
             out["target"] = self.rng.choice([c for c in CURRENCIES if c != out["source"]])
         return out
@@ -209,7 +202,7 @@ class Generator:
             return [_user(self.request(rng.choice(missing))[0]), _answer(NO_TOOL_ANSWER)]
         if kind == "chain":
             tool = rng.choice([t for t in CHAINS if t in offered])
-            name, city = self.values["name"], self.values["city"]
+            name, city = self.value("name"), self.value("city")
             param = next(iter(TOOLS[tool]["function"]["parameters"]["properties"]))
             result = {"city": city, "condition": rng.choice(_CONDITIONS)} if tool == "get_weather" else {"ok": True}
             return [_user(self.phrase(CHAINS[tool]).format(name=name)),

@@ -12,9 +12,9 @@
 # The tiny tokenizer is trained here, so llama.cpp cannot recognise it: the export uses the llama.cpp tree the test
 # support makes for tiny tokenizers (tests/llama_cpp_tiny.py), as the tests do.
 set -euo pipefail
+RUN=$(realpath -m -- "${1:-$(dirname "$0")/../runs/demo}")  # RUN_DIR as given, from the caller's directory
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-RUN=${1:-runs/demo}
 BIN="${VENV:-.venv}/bin"
 export HF_HUB_OFFLINE=1
 export LLAMA_CPP_DIR=$("$BIN/python" tests/llama_cpp_tiny.py "${XDG_CACHE_HOME:-$HOME/.cache}/dispatchtune/llama.cpp-tiny")

@@ -218,7 +218,9 @@ def batched_by_length(dataset, batch_size: int, seed: int):
     length (sorted), the full runs in a seeded random order, the short one last so the others stay aligned."""
     import random
 
-    lengths = [len(ids) for ids in dataset["input_ids"]]
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()  # no lists of ids built
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     full, rest = (batches[:-1], batches[-1:]) if len(batches[-1]) < batch_size else (batches, [])
