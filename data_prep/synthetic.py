@@ -9,16 +9,18 @@ twice, or two tools), no call (chit-chat, or a request no offered tool performs)
 contact's city, then call a tool with the city the lookup returned, then answer).
 
 The held-out file is the test of generalisation, so it shares nothing with training but the tools, the currency
-codes and the words values are made of: every user phrasing comes from a list split between the two files, every
-number from a split range, and every name, place, topic and message text is a pair of words (coined names such as
-"Trairol Bidrar", "Mubrus Valley") that a hash gives to one file only. A model that scores on it has learned to pick
-the tool and copy values it has never seen, not memorised answers. The names are coined so that no tokenizer or
-model has an advantage from having seen them.
+codes, and the words and parts values and requests are made of: a request is an opening, a core that names the
+intent and a closing ("Could you | look up the weather in {city} | for me?"), every name, place, topic and message
+text is a pair of words (coined names such as "Trairol Bidrar", "Mubrus Valley"), and a hash gives each composition
+and each pair to one file only; every number comes from a split range. A model that scores on it has learned to
+pick the tool by what the request asks and to copy values it has never seen, not memorised answers. The names are
+coined so that no tokenizer or model has an advantage from having seen them.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import zlib
@@ -50,56 +52,66 @@ TOOLS = {t["function"]["name"]: t for t in (
           text="string"),
 )}
 
-# User phrasings per intent (and chit-chat below); the last two of each list are held out. {x} are the argument slots.
-PHRASINGS = {
-    "get_weather": ["What's the weather in {city}?", "Weather for {city} please.", "Is it raining in {city}?",
-                    "How warm is it in {city} today?", "Tell me the weather in {city}.",
-                    "Do I need a coat in {city}?", "What is the weather like in {city} right now?",
-                    "Check the weather for {city}."],
-    "get_time": ["What time is it in {city}?", "Current time in {city}?", "Tell me the time in {city}.",
-                 "What's the local time in {city}?", "Time in {city} please.", "Is it late in {city} now?",
-                 "What is the time over in {city}?", "Give me the time in {city}."],
-    "book_taxi": ["Book a taxi to {destination}.", "Get me a cab to {destination}.", "I need a taxi to {destination}.",
-                  "Order a taxi to {destination} please.", "Call a cab to take me to {destination}.",
-                  "Taxi to {destination}.", "Can you get me a taxi to {destination}?",
-                  "Send a cab to bring me to {destination}."],
-    "convert_currency": ["Convert {amount} {source} to {target}.", "How much is {amount} {source} in {target}?",
-                         "Change {amount} {source} into {target}.", "What are {amount} {source} in {target}?",
-                         "{amount} {source} to {target} please.", "Convert {amount} {source} into {target} for me.",
-                         "How many {target} do I get for {amount} {source}?",
-                         "Please convert {amount} {source} to {target}."],
-    "set_timer": ["Set a timer for {minutes} minutes.", "Timer for {minutes} minutes please.",
-                  "Start a {minutes} minute timer.", "Remind me in {minutes} minutes with a timer.",
-                  "Count down {minutes} minutes.", "Set a {minutes} minute timer.",
-                  "Can you start a timer for {minutes} minutes?", "Put a timer on for {minutes} minutes."],
-    "call_contact": ["Call {name}.", "Phone {name} please.", "Ring {name}.", "Give {name} a call.",
-                     "Can you call {name} now?", "Dial {name}.", "Please phone {name} for me.",
-                     "I want to call {name}."],
-    "play_music": ["Play {artist}.", "Play some {artist}.", "Put on songs by {artist}.", "I want to hear {artist}.",
-                   "Play music by {artist}.", "Start playing {artist}.", "Can you play {artist} for me?",
-                   "Put on some {artist} please."],
-    "get_news": ["News about {topic}?", "Latest news on {topic}.", "What's new with {topic}?",
-                 "Any news about {topic} today?", "Show me news on {topic}.", "Get the latest on {topic}.",
-                 "What is the news about {topic}?", "Find news about {topic}."],
-    "send_message": ["Text {name} {text}.", "Send {name} a message: {text}.", "Message {name} saying {text}.",
-                     "Tell {name} {text}.", "Send a text to {name}: {text}.", "Write to {name}: {text}.",
-                     "Please text {name} that {text}.", "Let {name} know {text}."],
+# A request is composed of an opening, a core that names the intent, and a closing; the held-out file takes the
+# compositions a hash gives it (see `_phrasings`). {x} are the argument slots.
+OPENINGS = ["", "please ", "can you ", "could you ", "hey, ", "quickly ", "I'd like you to ", "would you "]
+CLOSINGS = ["", " please", " for me", " now", ", thanks", " right away"]
+CORES = {
+    "get_weather": ["check the weather in {city}", "tell me the weather in {city}", "get the weather for {city}",
+                    "look up the weather in {city}", "give me the weather for {city}",
+                    "find out the weather in {city}"],
+    "get_time": ["check the time in {city}", "tell me the local time in {city}", "get the time for {city}",
+                 "look up the time in {city}", "give me the time in {city}", "find out the local time in {city}"],
+    "book_taxi": ["book a taxi to {destination}", "get me a taxi to {destination}", "order a cab to {destination}",
+                  "send a taxi to take me to {destination}", "call a cab to {destination}",
+                  "find me a cab to {destination}"],
+    "convert_currency": ["convert {amount} {source} to {target}", "change {amount} {source} into {target}",
+                         "turn {amount} {source} into {target}", "convert {amount} {source} into {target}",
+                         "exchange {amount} {source} for {target}", "work out {amount} {source} in {target}"],
+    "set_timer": ["set a timer for {minutes} minutes", "start a {minutes} minute timer",
+                  "put a timer on for {minutes} minutes", "run a timer for {minutes} minutes",
+                  "set a {minutes} minute timer", "count down {minutes} minutes with a timer"],
+    "call_contact": ["call {name}", "phone {name}", "ring {name}", "give {name} a call", "dial {name}",
+                     "place a call to {name}"],
+    "play_music": ["play {artist}", "play some {artist}", "put on songs by {artist}", "play music by {artist}",
+                   "start playing {artist}", "put on some {artist}"],
+    "get_news": ["get the news about {topic}", "find news on {topic}", "show me the latest on {topic}",
+                 "look up news about {topic}", "give me the news on {topic}", "check the news about {topic}"],
+    "send_message": ["text {name} {text}", "send {name} a message: {text}", "message {name} saying {text}",
+                     "tell {name} {text}", "send a text to {name}: {text}", "write to {name}: {text}"],
 }
 # Chains: find_contact(name) returns the contact's city, which the second call takes.
-CHAINS = {
-    "get_weather": ["What's the weather where {name} lives?", "Is it raining where {name} is?",
-                    "How warm is it at {name}'s place?", "Check the weather in {name}'s city.",
-                    "What is the weather like where {name} lives?", "Weather at {name}'s home please."],
-    "get_time": ["What time is it where {name} lives?", "Is it late for {name} now?",
-                 "What's the local time at {name}'s place?", "Tell me the time in {name}'s city.",
-                 "What is the time where {name} is?", "Time at {name}'s home please."],
-    "book_taxi": ["Book a taxi to {name}'s city.", "Get me a cab to where {name} lives.",
-                  "I need a taxi to {name}'s place.", "Order a taxi to {name}'s home.",
-                  "Can you get me a taxi to where {name} is?", "Send a cab to take me to {name}'s city."],
+CHAIN_CORES = {
+    "get_weather": ["check the weather where {name} lives", "tell me the weather at {name}'s place",
+                    "get the weather in {name}'s city", "look up the weather where {name} is"],
+    "get_time": ["check the time where {name} lives", "tell me the local time at {name}'s place",
+                 "get the time in {name}'s city", "look up the time where {name} is"],
+    "book_taxi": ["book a taxi to {name}'s place", "get me a cab to where {name} lives",
+                  "order a taxi to {name}'s city", "send a taxi to where {name} is"],
 }
-CHITCHAT = ["Hi there!", "Thanks a lot.", "Tell me a joke.", "How are you today?", "Good morning!",
-            "What can you do?", "Who made you?", "Nice to meet you.", "You are great.", "Goodbye!",
-            "Hello, anyone there?", "Thank you so much!"]
+GREETINGS = ["Hi", "Hello", "Hey there", "Good morning", "Good evening", "Thanks", "Thank you"]
+SMALL_TALK = ["!", ", how are you?", ", who made you?", ", what can you do?", ", nice to meet you.",
+              ", you are great.", ", tell me a joke.", ", goodbye!"]
+
+
+def _phrasings(parts: list[list[str]]) -> dict[bool, list[tuple[str, ...]]]:
+    """Every composition of `parts` (one of each), split by a hash: {held out: compositions}. Each part recurs in
+    training; a held-out composition never does."""
+    split = {False: [], True: []}
+    for combo in itertools.product(*parts):
+        split[zlib.crc32("|".join(combo).encode()) % 5 == 0].append(combo)
+    return split
+
+
+def _request(combo: tuple[str, ...]) -> str:
+    opening, core, closing = combo
+    text = f"{opening}{core}{closing}{'?' if opening.endswith('you ') else '.'}"
+    return text[0].upper() + text[1:]
+
+
+PHRASINGS = {tool: _phrasings([OPENINGS, cores, CLOSINGS]) for tool, cores in CORES.items()}
+CHAINS = {tool: _phrasings([OPENINGS, cores, CLOSINGS]) for tool, cores in CHAIN_CORES.items()}
+CHITCHAT = _phrasings([GREETINGS, SMALL_TALK])
 NO_TOOL_ANSWER = "Sorry, I have no tool for that."
 CHITCHAT_ANSWER = "Hello! Ask me to call one of my tools."
 
@@ -107,7 +119,7 @@ CURRENCIES = ["USD", "EUR", "JPY", "GBP", "CHF", "CAD", "AUD", "SEK", "NOK", "DK
 _PLACES = ["Bay", "Falls", "Harbor", "Springs", "Hill", "Point", "Valley", "Creek"]
 _ADJECTIVES = ["local", "world", "electric", "classic", "space", "street", "ocean", "mountain"]
 _SUBJECTS = ["chess", "tennis", "rockets", "robots", "jazz", "bees", "trains", "volcanoes", "cheese", "sailing"]
-_ASKS = ["call me", "meet me", "see you", "text me", "wait for me", "pick me up"]
+_ASKS = ["call me", "meet me", "see you", "text me", "wait here", "come over"]
 _WHENS = ["at noon", "at eight", "tonight", "tomorrow", "soon", "later", "on Monday", "after lunch"]
 _CONDITIONS = ["sunny", "rainy", "cloudy", "windy", "snowy", "foggy"]
 
@@ -158,8 +170,11 @@ class Generator:
             if (zlib.crc32(value.encode()) % 5 == 0) == self.heldout:
                 return value
 
-    def phrase(self, options: list[str]) -> str:
-        return self.rng.choice(options[-2:] if self.heldout else options[:-2])
+    def phrase(self, phrasings: dict[bool, list[tuple[str, ...]]]) -> str:
+        """A request phrasing of this file's part (see `_phrasings`): opening, core and closing made a sentence, or
+        chit-chat's greeting and small talk as they are."""
+        combo = self.rng.choice(phrasings[self.heldout])
+        return _request(combo) if len(combo) == 3 else "".join(combo)
 
     def args(self, tool: str) -> dict:
         out = {}

@@ -73,8 +73,9 @@ def build_tokenizer(name: str, corpus: list[str] = (), vocab_size: int = TOKENIZ
     With a corpus, no merge joins a space to the word after it (the space stays a token of its own), so a word
     tokenizes the same after a space as after a quote: a name in a request and in a call's JSON are the same tokens,
     and a model trained from scratch learns to copy it by attention alone, where a pretrained model would have
-    learned the correspondence from its pretraining. The split rule is the family's, so llama.cpp's pre-tokenizer
-    still matches; only the merges differ."""
+    learned the correspondence from its pretraining. Nor does a merge join digits: every number is written digit by
+    digit, so a number training never showed is made of tokens it did. The split rule is the family's, so
+    llama.cpp's pre-tokenizer still matches; only the merges differ."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     spec = family(name)
@@ -98,8 +99,9 @@ def build_tokenizer(name: str, corpus: list[str] = (), vocab_size: int = TOKENIZ
         show_progress=False,
     )
     split = tok.pre_tokenizer
-    if corpus:  # train with a space before a letter split off, then tokenize with the family's split rule
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r" (?=\p{L})"), "isolated"), split])
+    if corpus:  # train with a space before a letter and each digit split off, then tokenize with the family's rule
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(r" (?=\p{L})|\p{N}"), "isolated"), split])
     tok.train_from_iterator([_CORPUS, template or "", *corpus], trainer=trainer)
     tok.pre_tokenizer = split
     return _family_tokenizer(spec, tok)
@@ -258,9 +260,12 @@ def _reusable(out_dir: Path, recipe: dict) -> bool:
 
 def corpus_texts(path: Path) -> list[str]:
     """The text of a JSON Lines file of samples as a chat template shows it: every string, with the JSON held in
-    strings (tool lists, call arguments) written out as templates write JSON."""
+    strings (tool lists, call arguments) and each call (`{"name": ..., "arguments": ...}`) written out as templates
+    write JSON, so that the call's own words become tokens too."""
     def strings(value):
         if isinstance(value, dict):
+            if "arguments" in value:
+                yield json.dumps(value, ensure_ascii=False)
             for v in value.values():
                 yield from strings(v)
         elif isinstance(value, list):

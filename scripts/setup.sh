@@ -3,9 +3,22 @@
 # unpinned torch would pull gigabytes of CUDA packages; with 2.13.0 present, pip keeps it.
 # Set DISPATCHTUNE_NO_EXPORT=1 to skip the export tools (a llama-cpp-python build of several minutes); the GGUF tests
 # then skip with that reason.
+# A finished set-up leaves a stamp in the venv, of the files and settings that decide what gets installed: while
+# they are unchanged, a re-run (each demo and test run starts with one) skips pip, which takes half a minute even
+# with nothing to do. The source is installed editable, so code changes need no re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+STAMP="$VENV/.dispatchtune-setup"
+WANT=$(cat pyproject.toml scripts/setup.sh scripts/install_export_tools.sh | sha256sum | cut -d' ' -f1)
+WANT="$WANT torch=${TORCH_VERSION:-2.13.0} no_export=${DISPATCHTUNE_NO_EXPORT:-0} llama=${LLAMA_CPP_PYTHON_VERSION:-}"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+  # the llama.cpp converter lives in a cache outside the venv: fetched again if it went
+  [ "${DISPATCHTUNE_NO_EXPORT:-0}" = 1 ] || "$VENV/bin/python" -m dispatchtune.export.llama_cpp_tools fetch \
+    --version "${LLAMA_CPP_PYTHON_VERSION:-0.3.36}" >/dev/null
+  exit 0
+fi
+rm -f "$STAMP"
 [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
 pip_install() { "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@"; }
 pip_install "torch==${TORCH_VERSION:-2.13.0}"
@@ -22,3 +35,4 @@ if [ "${DISPATCHTUNE_NO_EXPORT:-0}" != 1 ]; then
       || echo "golang-go could not be installed: the Modelfile rendering tests will skip"
   fi
 fi
+echo "$WANT" > "$STAMP"

@@ -48,6 +48,14 @@ def test_heldout_shares_no_value_and_no_request_with_training():
     assert pairs and all(set(v.split()) <= train_words for v in pairs)
 
 
+def test_heldout_requests_are_new_compositions_of_parts_training_uses():
+    for phrasings in [*synthetic.PHRASINGS.values(), *synthetic.CHAINS.values(), synthetic.CHITCHAT]:
+        train, held = phrasings[False], phrasings[True]
+        assert held and not set(held) & set(train)
+        for part, options in enumerate(zip(*held)):  # openings, cores, closings (or greetings, small talk)
+            assert set(options) <= {combo[part] for combo in train}
+
+
 def test_prep_accepts_every_sample_and_holds_out_the_heldout_file(tmp_path):
     assert main(["synth", "--out", str(tmp_path / "synthetic"), "--train", "120", "--heldout", "30"]) == 0
     stats = prep(PrepConfig([tmp_path / "synthetic/train.jsonl"], tmp_path / "data", heldout_frac=0, progress=False,
@@ -69,6 +77,7 @@ def test_corpus_tokenizer_writes_a_name_alike_in_the_request_and_in_the_call(tmp
             for text in (f"Weather in {name} please", f'{{"city": "{name}"}}'):
                 found = ids(text)
                 assert any(found[k : k + len(bare)] == bare for k in range(len(found))), (family, text)
+        assert [tok.decode([i]) for i in ids("885 CHF")][:3] == ["8", "8", "5"], family  # numbers digit by digit
     # without a corpus the family's ordinary merges stay: a space joins the word after it
     plain = build_tokenizer("smollm2")
     assert plain.convert_ids_to_tokens(plain("a user", add_special_tokens=False).input_ids)[-1].startswith("Ġ")
