@@ -94,12 +94,17 @@ SMALL_TALK = ["!", ", how are you?", ", who made you?", ", what can you do?", ",
               ", you are great.", ", tell me a joke.", ", goodbye!"]
 
 
+def _held_out(key: str) -> bool:
+    """Whether a phrasing or value belongs to the held-out file: a fifth of them, by a hash (the same every run)."""
+    return zlib.crc32(key.encode()) % 5 == 0
+
+
 def _phrasings(parts: list[list[str]]) -> dict[bool, list[tuple[str, ...]]]:
-    """Every composition of `parts` (one of each), split by a hash: {held out: compositions}. Each part recurs in
-    training; a held-out composition never does."""
+    """Every composition of `parts` (one of each), split by `_held_out`: {held out: compositions}. Each part recurs
+    in training; a held-out composition never does."""
     split = {False: [], True: []}
     for combo in itertools.product(*parts):
-        split[zlib.crc32("|".join(combo).encode()) % 5 == 0].append(combo)
+        split[_held_out("|".join(combo))].append(combo)
     return split
 
 
@@ -167,7 +172,7 @@ class Generator:
         firsts, seconds = _PAIRS[{"destination": "city", "artist": "name"}.get(param, param)]
         while True:
             value = f"{self.rng.choice(firsts)} {self.rng.choice(seconds)}"
-            if (zlib.crc32(value.encode()) % 5 == 0) == self.heldout:
+            if _held_out(value) == self.heldout:
                 return value
 
     def phrase(self, phrasings: dict[bool, list[tuple[str, ...]]]) -> str:

@@ -5,7 +5,8 @@
 # then skip with that reason.
 # A finished set-up leaves a stamp in the venv, of the files and settings that decide what gets installed: while
 # they are unchanged, a re-run (each demo and test run starts with one) skips pip, which takes half a minute even
-# with nothing to do. The source is installed editable, so code changes need no re-run.
+# with nothing to do. The source is installed editable, so code changes need no re-run; to reinstall anyway, delete
+# $VENV/.dispatchtune-setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -14,8 +15,7 @@ WANT=$(cat pyproject.toml scripts/setup.sh scripts/install_export_tools.sh | sha
 WANT="$WANT torch=${TORCH_VERSION:-2.13.0} no_export=${DISPATCHTUNE_NO_EXPORT:-0} llama=${LLAMA_CPP_PYTHON_VERSION:-}"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   # the llama.cpp converter lives in a cache outside the venv: fetched again if it went
-  [ "${DISPATCHTUNE_NO_EXPORT:-0}" = 1 ] || "$VENV/bin/python" -m dispatchtune.export.llama_cpp_tools fetch \
-    --version "${LLAMA_CPP_PYTHON_VERSION:-0.3.36}" >/dev/null
+  [ "${DISPATCHTUNE_NO_EXPORT:-0}" = 1 ] || "$VENV/bin/python" -m dispatchtune.export.llama_cpp_tools fetch >/dev/null
   exit 0
 fi
 rm -f "$STAMP"
