@@ -196,12 +196,8 @@ class Generator:
         return _request(combo) if len(combo) == 3 else "".join(combo)
 
     def args(self, tool: str) -> dict:
-        out = {}
-        for param, spec in TOOLS[tool]["function"]["parameters"]["properties"].items():
-            if spec["type"] in ("integer", "number"):
-                out[param] = self.number(*_RANGES[param])
-            else:
-                out[param] = self.value(param)
+        out = {param: self.number(*_RANGES[param]) if param in _RANGES else self.value(param)
+               for param in TOOLS[tool]["function"]["parameters"]["properties"]}
         if "target" in out:
             out["target"] = self.rng.choice([c for c in CURRENCIES if c != out["source"]])
         return out

@@ -48,6 +48,17 @@ def test_heldout_shares_no_value_and_no_request_with_training():
     assert pairs and all(set(v.split()) <= train_words for v in pairs)
 
 
+def test_numeric_parameters_get_numbers_and_parallel_requests_keep_i():
+    rows = synthetic.generate(2000, seed=3, heldout=False)
+    calls = [c["function"] for r in rows for m in r["messages"] for c in m.get("tool_calls") or []]
+    for name, params in synthetic.TOOLS.items():
+        for param, spec in params["function"]["parameters"]["properties"].items():
+            got = [c["arguments"][param] for c in calls if c["name"] == name]
+            assert got and all(isinstance(v, int) == (spec["type"] != "string") for v in got), (name, param)
+    users = [m["content"] for r in rows for m in r["messages"] if m["role"] == "user"]
+    assert any(" and I'd " in u for u in users) and not any(" and i'd " in u for u in users)
+
+
 def test_heldout_requests_are_new_compositions_of_parts_training_uses():
     for phrasings in [*synthetic.PHRASINGS.values(), *synthetic.CHAINS.values(), synthetic.CHITCHAT]:
         train, held = phrasings[False], phrasings[True]
