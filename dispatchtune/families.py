@@ -26,6 +26,19 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 NUM_LAYERS = 2  # tiny models: two layers of the real architecture (Gemma 3: six, see its config)
 
 
+def resolve_template(spec: str | None) -> str | None:
+    """None -> None (keep the tokenizer's); the name of one of dispatchtune's templates (a file in TEMPLATES_DIR
+    without .jinja: the tool templates the families below name) or a path to a .jinja file -> its text. UserError if
+    not found. Here, not in train, because `dispatchtune tiny` also renders with it."""
+    if spec is None:
+        return None
+    for path in (TEMPLATES_DIR / f"{spec}.jinja", Path(spec).expanduser()):
+        if path.suffix == ".jinja" and path.is_file():
+            return path.read_text(encoding="utf-8")
+    names = ", ".join(sorted(p.stem for p in TEMPLATES_DIR.glob("*.jinja")))
+    raise UserError(f"chat template {spec!r} not found: give one of {names} or the path of a .jinja file")
+
+
 # --- how templates write tool calls ---
 
 

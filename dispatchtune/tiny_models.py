@@ -21,9 +21,11 @@ import os
 import sys
 from pathlib import Path
 
+from jinja2 import TemplateError
+
 from .atomic import commit, staging
 from .errors import UserError
-from .families import FAMILIES, Family, family
+from .families import FAMILIES, Family, family, resolve_template
 
 DEFAULT_HIDDEN_SIZE = 256  # llama.cpp's K-quants need weight rows that are multiples of 256
 TOKENIZER_VOCAB_SIZE = 1000  # cap on the trained vocabulary; the small corpus yields 500-800 tokens
@@ -192,12 +194,14 @@ def build_real_tokenizer(name: str):
 
 
 def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HIDDEN_SIZE, seed: int = 0,
-                     vocab: str = "trained", corpus: Path | None = None, layers: int | None = None,
-                     heads: int | None = None) -> Path:
+                     vocab: str = "trained", corpus: Path | None = None, chat_template: str | None = None,
+                     layers: int | None = None, heads: int | None = None) -> Path:
     """Write a tiny model of family `name` (tokenizer, safetensors weights, generation config) to `out_dir`; return it.
     `vocab`: "trained" (a tokenizer trained here) or "real" (the family's real one, `build_real_tokenizer`).
     `corpus`: a JSON Lines file of samples whose text the trained tokenizer also learns from, so that the data a
-    model is to be trained on tokenizes into few tokens. `layers`, `heads`: other than the family's tiny shape.
+    model is to be trained on tokenizes into few tokens; `chat_template` (a template name or .jinja path, see
+    `families.resolve_template`): the one it will be trained with, which the tokenizer then learns the corpus
+    rendered in (see `corpus_texts`). `layers`, `heads`: other than the family's tiny shape.
 
     The build happens in a temporary sibling directory renamed into place at the end, so `out_dir` is either
     absent or complete. A complete `out_dir` built with the same settings is returned as is; one built with other
@@ -217,6 +221,11 @@ def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HID
             raise UserError("--corpus trains the tokenizer; the real vocabulary is fixed (use --vocab trained)")
     if corpus:
         recipe["corpus_sha256"] = hashlib.sha256(Path(corpus).read_bytes()).hexdigest()
+    template = resolve_template(chat_template)
+    if template:
+        if not corpus:
+            raise UserError("--chat-template renders the --corpus samples for the tokenizer; give --corpus too")
+        recipe["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()
     for key, value in (("layers", layers), ("heads", heads)):
         if value is not None:
             if value < 1 or key == "heads" and hidden_size % value:
@@ -226,7 +235,7 @@ def build_tiny_model(name: str, out_dir: Path, *, hidden_size: int = DEFAULT_HID
     if _reusable(out_dir, recipe):
         return out_dir
     with staging(out_dir, directory=True) as tmp:
-        texts = corpus_texts(Path(corpus)) if corpus else []  # read only when building, not when reusing
+        texts = corpus_texts(Path(corpus), template, spec) if corpus else []  # read only when building, not reusing
         _write_model(spec, tmp, hidden_size, seed, vocab, texts, layers, heads)
         (tmp / MARKER).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
         try:
@@ -258,10 +267,12 @@ def _reusable(out_dir: Path, recipe: dict) -> bool:
     return True
 
 
-def corpus_texts(path: Path) -> list[str]:
-    """The text of a JSON Lines file of samples as a chat template shows it: every string, with the JSON held in
-    strings (tool lists, call arguments) and each call (`{"name": ..., "arguments": ...}`) written out as templates
-    write JSON, so that the call's own words become tokens too."""
+def corpus_texts(path: Path, chat_template: str | None = None, spec: Family | None = None) -> list[str]:
+    """The text of a JSON Lines file of samples as the model will see it: each sample rendered in `chat_template`
+    with family `spec`'s bos/eos (its added tokens then cut out: they are never merged), so that the template's own
+    words (`system`, `Tools`, a tool list's layout) become tokens too; without a template, every string, with the
+    JSON held in strings (tool lists, call arguments) and each call (`{"name": ..., "arguments": ...}`) written out
+    as templates write JSON."""
     def strings(value):
         if isinstance(value, dict):
             if "arguments" in value:
@@ -281,16 +292,29 @@ def corpus_texts(path: Path) -> list[str]:
                     pass
             yield value
 
+    def rendered(sample: dict) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        (text,), _ = render_jinja_template(conversations=[sample["messages"]], tools=sample.get("tools"),
+                                           chat_template=chat_template, **template_tokens)
+        for token in spec.all_special_tokens + spec.plain_tokens:
+            text = text.replace(token, "\n")
+        return text
+
+    template_tokens = {"bos_token": spec.bos_token, "eos_token": spec.eos_token} if spec else {}
     texts = []
     try:
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 if line.strip():
-                    texts.append("\n".join(strings(json.loads(line))))
+                    sample = json.loads(line)
+                    texts.append(rendered(sample) if chat_template else "\n".join(strings(sample)))
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"--corpus {path}: cannot read it ({e})") from None
     except ValueError as e:
         raise UserError(f"--corpus {path}: line {n} is not JSON ({e})") from None
+    except (KeyError, TypeError, TemplateError) as e:
+        raise UserError(f"--corpus {path}: line {n} does not render in the chat template ({e!r})") from None
     return texts
 
 
@@ -348,6 +372,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: %(default)s)")
     parser.add_argument("--corpus", type=Path, help="a JSON Lines file of samples the trained tokenizer also learns "
                         "from (the demo's training data), so they tokenize into fewer tokens")
+    parser.add_argument("--chat-template", metavar="NAME", help="the chat template the model will be trained with "
+                        "(a name as recipes give it, or a .jinja path): the tokenizer learns the --corpus samples "
+                        "rendered in it, so the template's own words are single tokens too (shorter rows)")
     parser.add_argument("--layers", type=int, help="number of layers (default: the family's tiny depth, 2 for most)")
     parser.add_argument("--heads", type=int, help="attention heads, dividing the hidden size (default: the family's)")
     parser.add_argument(
@@ -365,7 +392,8 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         out = args.out / name if args.family == "all" else args.out
         path = build_tiny_model(name, out, hidden_size=args.hidden_size, seed=args.seed, vocab=args.vocab,
-                                corpus=args.corpus, layers=args.layers, heads=args.heads)
+                                corpus=args.corpus, chat_template=args.chat_template, layers=args.layers,
+                                heads=args.heads)
         print(f"{name}: {path} (stands for {FAMILIES[name].hub_id}, {args.vocab} vocabulary)")
     return 0
 

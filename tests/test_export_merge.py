@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from dispatchtune.cli import main
-from dispatchtune.families import FAMILIES
+from dispatchtune.families import FAMILIES, resolve_template
 from dispatchtune.export import Tolerance
 from dispatchtune.export.merge import merge
-from dispatchtune.train.mask import resolve_template
 
 # The template train saves with the adapter for each family (dispatchtune's tool templates for the ones whose own cannot carry tools).
 TRAINING_TEMPLATE = {"qwen3": None, "qwen3.5": None, "llama-3.2": None, "gemma3": "gemma3_tools",

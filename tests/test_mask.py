@@ -14,8 +14,8 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from dispatchtune.data_prep.sample import Sample, function_tool
 from dispatchtune.errors import UserError
-from dispatchtune.families import FAMILIES, TEMPLATES_DIR
-from dispatchtune.train.mask import ChatFormat, resolve_template
+from dispatchtune.families import FAMILIES, TEMPLATES_DIR, resolve_template
+from dispatchtune.train.mask import ChatFormat
 
 # The template each family trains with (None: the tokenizer's own) and the variables its renders need.
 TEMPLATE = {"smollm2": "chatml_tools", "opt": "chatml_tools", "gemma3": "gemma3_tools"}

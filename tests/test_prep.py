@@ -124,7 +124,8 @@ def test_token_check_measures_with_a_given_chat_format(tmp_path, tiny_models):
     """`dispatchtune run` hands prep the training format: the recipe's template and kwargs, not the tokenizer's own."""
     from transformers import AutoTokenizer
 
-    from dispatchtune.train.mask import ChatFormat, resolve_template
+    from dispatchtune.families import resolve_template
+    from dispatchtune.train.mask import ChatFormat
 
     tok = AutoTokenizer.from_pretrained(tiny_models("llama-3.2"))
     fmt = ChatFormat.from_tokenizer(tok, chat_template=resolve_template("chatml_tools"),

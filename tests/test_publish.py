@@ -117,7 +117,7 @@ def run_dir(tmp_path):
     gguf outputs, and an eval report. Small stand-in files: publish only moves them."""
     run = tmp_path / "run"
     from dispatchtune.tiny_models import build_tokenizer
-    from dispatchtune.train.mask import resolve_template
+    from dispatchtune.families import resolve_template
 
     adapter = run / "adapter"
     adapter.mkdir(parents=True)

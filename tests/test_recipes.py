@@ -9,9 +9,9 @@ from accelerate.commands.config.config_args import ClusterConfig
 
 from dispatchtune.cli import main
 from dispatchtune.errors import UserError
+from dispatchtune.families import resolve_template
 from dispatchtune.train.catalog import shipped
 from dispatchtune.train.config import load_recipe
-from dispatchtune.train.mask import resolve_template
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

@@ -4,15 +4,18 @@ keeps a word's tokens the same after a space and after a quote, and the compact 
 
 import json
 
+import pytest
 from transformers import AutoTokenizer
 
 from dispatchtune.cli import main
 from dispatchtune.data_prep import synthetic
 from dispatchtune.data_prep.prep import PrepConfig, prep
 from dispatchtune.data_prep.sample import Sample
+from dispatchtune.errors import UserError
 from dispatchtune.eval.heldout import leaves
+from dispatchtune.families import resolve_template
 from dispatchtune.tiny_models import build_tiny_model, build_tokenizer
-from dispatchtune.train.mask import ChatFormat, resolve_template
+from dispatchtune.train.mask import ChatFormat
 
 
 def values_and_requests(rows):
@@ -59,6 +62,18 @@ def test_numeric_parameters_get_numbers_and_parallel_requests_keep_i():
     assert any(" and I'd " in u for u in users) and not any(" and i'd " in u for u in users)
 
 
+def test_training_calls_the_tools_that_take_numbers_more_often_than_the_heldout_file():
+    def share(rows):
+        calls = [c["function"]["name"] for r in rows for m in r["messages"] for c in m.get("tool_calls") or []
+                 if c["function"]["name"] != "find_contact"]  # chains' first calls: not a choice among tools
+        return sum(name in synthetic.NUMBER_TOOLS for name in calls) / len(calls)
+
+    assert synthetic.NUMBER_TOOLS == {"convert_currency", "set_timer", "split_bill", "set_volume"}
+    train = share(synthetic.generate(3000, seed=0, heldout=False))
+    held = share(synthetic.generate(3000, seed=1, heldout=True))
+    assert train > 1.25 * held, (train, held)  # 0.40 against 0.30: the weight picks among the tools offered
+
+
 def test_heldout_requests_are_new_compositions_of_parts_training_uses():
     for phrasings in [*synthetic.PHRASINGS.values(), *synthetic.CHAINS.values(), synthetic.CHITCHAT]:
         train, held = phrasings[False], phrasings[True]
@@ -102,6 +117,24 @@ def test_tiny_model_from_a_corpus_with_its_own_shape(tmp_path):
     assert (config["num_hidden_layers"], config["num_attention_heads"], config["head_dim"]) == (3, 2, 128)
     assert build_tiny_model("smollm2", tmp_path / "m", corpus=data, layers=3, heads=2) == out  # reused as built
     assert AutoTokenizer.from_pretrained(out)("Toudi").input_ids
+
+
+def test_tokenizer_learns_the_corpus_in_its_chat_template(tmp_path):
+    """With the template the model will train with, the template's own words are tokens too: shorter rows."""
+    rows = synthetic.generate(400, seed=0, heldout=False)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    template = resolve_template("chatml_compact")
+    lengths = {}
+    for name, kwargs in (("plain", {}), ("rendered", {"chat_template": "chatml_compact"})):
+        tok = AutoTokenizer.from_pretrained(build_tiny_model("smollm2", tmp_path / name, corpus=data, **kwargs))
+        lengths[name] = sum(len(tok.apply_chat_template(r["messages"], tools=r["tools"], chat_template=template,
+                                                        tokenize=True, return_dict=True)["input_ids"]) for r in rows)
+    assert tok.tokenize("system\nTools:")[:3] == ["system", "Ċ", "Tools"]
+    assert not [t for t in tok.get_vocab() if "<|" in t[1:]]  # no merge joins text to a special token
+    assert lengths["rendered"] < 0.95 * lengths["plain"], lengths
+    with pytest.raises(UserError, match="give --corpus too"):
+        build_tiny_model("smollm2", tmp_path / "x", chat_template="chatml_compact")
 
 
 def test_compact_template_lists_signatures_and_trains_each_session_in_one_row():

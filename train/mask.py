@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError
@@ -44,19 +43,6 @@ from dispatchtune.families import TEMPLATES_DIR, TOOL_TEMPLATES
 
 TRL_METHOD = "trl-training-template"
 DIFF_METHOD = "template-diff"
-
-
-def resolve_template(spec: str | None) -> str | None:
-    """None -> None (keep the tokenizer's); the name of one of dispatchtune's templates (a file in
-    dispatchtune/templates without .jinja: the tool templates `dispatchtune.families` names) or a path to a .jinja
-    file -> its text. UserError if not found."""
-    if spec is None:
-        return None
-    for path in (TEMPLATES_DIR / f"{spec}.jinja", Path(spec).expanduser()):
-        if path.suffix == ".jinja" and path.is_file():
-            return path.read_text(encoding="utf-8")
-    names = ", ".join(sorted(p.stem for p in TEMPLATES_DIR.glob("*.jinja")))
-    raise UserError(f"chat template {spec!r} not found: give one of {names} or the path of a .jinja file")
 
 
 @dataclass(frozen=True, eq=False)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from dispatchtune.atomic import commit, remove_stale, staging_path
 from dispatchtune.errors import UserError
+from dispatchtune.families import resolve_template
 from dispatchtune.paths import disk_space_errors
 from dispatchtune.runinfo import RUN_INFO, RunInfo, write_run_info
 
@@ -266,7 +267,7 @@ def load_format(recipe: Recipe, model_path: str | None = None):
     `model_path`: the model already resolved (`resolve_model`); resolved here when None."""
     from transformers import AutoTokenizer
 
-    from .mask import ChatFormat, resolve_template
+    from .mask import ChatFormat
 
     model_path = model_path or resolve_model(recipe.model.name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
