@@ -179,8 +179,8 @@ def test_cli_builds_the_families_that_have_one(tmp_path, monkeypatch):
     built = []
     monkeypatch.setattr(tiny_models, "build_tiny_model", lambda family, out, **kw: built.append((family, kw)) or out)
     assert main(["--family", "all", "--vocab", "real", "--out", str(tmp_path)]) == 0
-    assert built == [(f, {"hidden_size": 256, "seed": 0, "vocab": "real", "corpus": None, "layers": None,
-                          "heads": None}) for f in REAL]
+    assert built == [(f, {"hidden_size": 256, "seed": 0, "vocab": "real", "corpus": None, "chat_template": None,
+                          "layers": None, "heads": None}) for f in REAL]
 
 
 def test_recipes_name_them_tiny_family_real(tmp_path, monkeypatch):
