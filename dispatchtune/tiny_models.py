@@ -296,12 +296,12 @@ def corpus_texts(path: Path, chat_template: str | None = None, spec: Family | No
         from transformers.utils.chat_template_utils import render_jinja_template
 
         (text,), _ = render_jinja_template(conversations=[sample["messages"]], tools=sample.get("tools"),
-                                           chat_template=chat_template, **template_tokens)
+                                           chat_template=chat_template, bos_token=spec.bos_token,
+                                           eos_token=spec.eos_token)
         for token in spec.all_special_tokens + spec.plain_tokens:
             text = text.replace(token, "\n")
         return text
 
-    template_tokens = {"bos_token": spec.bos_token, "eos_token": spec.eos_token} if spec else {}
     texts = []
     try:
         with open(path, encoding="utf-8") as f:

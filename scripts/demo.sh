@@ -5,9 +5,8 @@
 # hidden size 256, about 1.4M weights) built here with random weights and a tokenizer trained on the demo's data
 # as the chat template renders it: no pretrained weights can be downloaded, and a model this small can learn
 # templated slot filling (pick the tool the request names, copy its values into the call) from scratch in minutes.
-# The data is `dispatchtune synth`'s:
-# 28,000 seeded requests over twelve everyday tools, with a held-out file whose argument values and phrasings
-# training never saw. Every weight trains (recipes/demo.yaml: model.finetune=full); the gate then has to pass before
+# The data is `dispatchtune synth`'s: 28,000 seeded requests over twelve everyday tools, with a held-out file whose
+# argument values and phrasings training never saw. Every weight trains (recipes/demo.yaml: model.finetune=full); the gate then has to pass before
 # merge, GGUF export and the GGUF's own eval, and the run ends with base vs trained vs GGUF on the held-out cases.
 # Run it again and every finished stage is skipped (remove RUN_DIR to start over).
 # The tiny tokenizer is trained here, so llama.cpp cannot recognise it: the export uses the llama.cpp tree the test
